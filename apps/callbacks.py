@@ -1,0 +1,33 @@
+"""Callbacks every task uses: the gradient-norm monitor."""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import grad_norm
+from torch.optim import Optimizer
+
+
+class GradNormMonitor(pl.Callback):
+    """Logs the total gradient norm before clipping as `train/grad_norm` (exploding gradients show up as
+    spikes, vanishing ones as a slide towards zero), and optionally one norm per parameter tensor.
+
+    Lightning calls `on_before_optimizer_step` after backward and before `gradient_clip_val` is applied,
+    so the logged value is the raw norm the clipping acts on.
+
+    Args:
+        norm_type: p of the p-norm.
+        per_layer: also log `train/grad_norm/<parameter name>` for every parameter.
+    """
+
+    def __init__(self, norm_type: float = 2.0, per_layer: bool = False) -> None:
+        self.norm_type, self.per_layer = float(norm_type), per_layer
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+        norms = grad_norm(pl_module, norm_type=self.norm_type)
+        if not norms:
+            return
+        prefix = f"grad_{self.norm_type}_norm"
+        pl_module.log("train/grad_norm", norms.pop(f"{prefix}_total"), on_step=True, on_epoch=False)
+        if self.per_layer:
+            pl_module.log_dict(
+                {f"train/grad_norm/{name[len(prefix) + 1:]}": v for name, v in norms.items()}, on_step=True, on_epoch=False
+            )

@@ -1,0 +1,112 @@
+"""`rnnsuite fit|validate|test|predict --config configs/<task>.yaml`: one LightningCLI for every task."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+import torch
+from pytorch_lightning import LightningDataModule
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import WandbLogger
+
+from apps.core import SequenceTask
+
+# (datamodule attribute, task argument) pairs filled in when both classes have them: the datamodule owns
+# vocabularies and label sets, so YAML never states them a second time.
+DATA_TO_MODEL_LINKS = [
+    ("vocab", "vocab"),
+    ("max_caption_len", "max_caption_len"),
+]
+
+
+class RNNSuiteCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--metrics_json", type=str | None, default=None,
+            help="validate/test: write the final metrics to this file as one flat JSON object",
+        )
+        parser.add_argument(
+            "--predictions", type=str | None, default=None,
+            help="predict: where to write predictions (default <trainer.default_root_dir>/predictions.json)",
+        )
+        for data_attr, model_arg in DATA_TO_MODEL_LINKS:
+            parser.link_arguments(f"data.{data_attr}", f"model.init_args.{model_arg}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Evaluating a checkpoint: refuse one from another task and let the data adopt its vocabulary/labels."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        ckpt_path = config.get("ckpt_path") if self.subcommand in ("validate", "test", "predict") else None
+        if not ckpt_path or ckpt_path in ("last", "best"):
+            return
+        if not os.path.isfile(ckpt_path):
+            raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
+        hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+        expected, found = config.model.class_path, hparams.get("_class_path")
+        if found and found != expected:
+            raise ValueError(
+                f"{ckpt_path} is a {found} checkpoint, but the config builds {expected}; "
+                "use the config of the task the checkpoint was trained for"
+            )
+        data_args = config.data.init_args
+        for data_attr, model_arg in DATA_TO_MODEL_LINKS:
+            if model_arg in hparams and data_attr in data_args:
+                data_args[data_attr] = hparams[model_arg]
+
+    def _write_metrics(self) -> None:
+        metrics = {k: float(v) for k, v in sorted(self.trainer.callback_metrics.items())}
+        for key, value in metrics.items():
+            print(f"{key}: {value:.4f}")
+        path = self.config[self.subcommand].get("metrics_json")
+        if path and self.trainer.is_global_zero:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(metrics, f, indent=2)
+            print(f"metrics written to {path}")
+
+    def after_validate(self) -> None:
+        self._write_metrics()
+
+    def after_test(self) -> None:
+        self._write_metrics()
+
+    def after_predict(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        path = self.config.predict.get("predictions") or os.path.join(self.trainer.default_root_dir, "predictions.json")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        what = self.model.write_predictions(self.trainer.predict_loop.predictions, path)
+        print(f"predictions ({what}) written to {path}")
+
+    def after_fit(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        logger = self.trainer.logger
+        if isinstance(logger, WandbLogger):
+            run_dir = os.path.dirname(logger.experiment.dir)  # .../wandb/offline-run-<id>/files -> the run folder
+            logger.experiment.finish()
+            print(f"wandb run: {run_dir}  (upload it with: wandb sync {run_dir})")
+        elif logger is not None and logger.log_dir:
+            print(f"logs: {logger.log_dir}")
+        ckpt = self.trainer.checkpoint_callback
+        best = (ckpt.best_model_path or ckpt.last_model_path) if ckpt is not None else ""
+        print(f"best checkpoint: {best or '(none saved: checkpointing is off)'}", flush=True)
+
+
+def main(args: list[str] | None = None) -> None:
+    warnings.filterwarnings("ignore", message=r"Attribute '.*' is an instance of `nn.Module`")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    RNNSuiteCLI(
+        SequenceTask,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The one LightningModule every task shares: step, logging as `stage/name`, optimizer and schedule.
+
+A task subclass overrides `compute_loss` (and, for its metrics, `update_metrics` / `compute_metrics`)
+and sets `main_metric`; everything else lives here once.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Timer
+from torch import Tensor
+
+Stage = Literal["train", "val", "test"]
+
+
+class SequenceTask(pl.LightningModule):
+    """Shared core of all rnnsuite tasks.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        optimizer: adamw, adam or sgd (momentum 0.9, Nesterov).
+        scheduler: none, cosine (to 0 after warm-up, over the planned steps) or plateau (halve on a stalled main metric).
+        warmup_steps: linear warm-up from 0 to `lr` over this many optimizer steps.
+    """
+
+    #: metric that picks the best checkpoint, and whether higher is better
+    main_metric: str = "val/loss"
+    main_metric_mode: Literal["min", "max"] = "min"
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
+        scheduler: Literal["none", "cosine", "plateau"] = "cosine",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        self.lr, self.weight_decay = lr, weight_decay
+        self.optimizer_name, self.scheduler_name, self.warmup_steps = optimizer, scheduler, warmup_steps
+
+    # --- what a task provides -------------------------------------------------------------------
+    def compute_loss(self, batch: Any, stage: Stage) -> tuple[Tensor, Any]:
+        """Return (scalar loss, outputs handed to `update_metrics`)."""
+        raise NotImplementedError
+
+    def update_metrics(self, batch: Any, outputs: Any, stage: Stage) -> None:
+        """Accumulate evaluation metrics for one batch (val/test only)."""
+
+    def compute_metrics(self, stage: Stage) -> dict[str, float | Tensor]:
+        """Metrics for the finished epoch, keyed without the stage prefix (e.g. {"bleu4": 0.8})."""
+        return {}
+
+    def on_eval_epoch_end(self, stage: Stage) -> None:
+        """Hook for media logging etc. after metrics were computed (val/test only)."""
+
+    # --- the shared step ------------------------------------------------------------------------
+    def shared_step(self, batch: Any, stage: Stage) -> Tensor:
+        loss, outputs = self.compute_loss(batch, stage)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite {stage} loss ({loss.item()}) at global step {self.global_step}; lower the learning "
+                "rate or set --trainer.gradient_clip_val (see train/grad_norm in the logs for the explosion)"
+            )
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=self.batch_size_of(batch), sync_dist=stage != "train")
+        if stage != "train":
+            self.update_metrics(batch, outputs, stage)
+        return loss
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch[0])
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "test")
+
+    def _eval_epoch_end(self, stage: Stage) -> None:
+        metrics = {f"{stage}/{name}": value for name, value in self.compute_metrics(stage).items()}
+        if metrics:
+            self.log_dict(metrics, prog_bar=True, sync_dist=True)
+        self.on_eval_epoch_end(stage)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # --- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_name == "sgd":
+            optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "adam":
+            optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.scheduler_name == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=self.main_metric_mode, factor=0.5, patience=2)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": self.main_metric}}
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.scheduler_name == "cosine" else 0
+        warmup = self.warmup_steps
+        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            if not total:
+                return 1.0
+            progress = (step - warmup) / max(1, total - warmup)
+            if timer is not None:  # with --trainer.max_time the budget may end first: anneal by whichever is nearer
+                elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
+                if remaining is not None and elapsed + remaining > 0:
+                    progress = max(progress, elapsed / (elapsed + remaining))
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Checkpoint the best epoch by this task's main metric, plus last.ckpt, under <default_root_dir>/checkpoints."""
+        import os
+
+        from pytorch_lightning.callbacks import ModelCheckpoint
+
+        if self.trainer is None or not self.trainer.checkpoint_callbacks:
+            return []
+        return [
+            ModelCheckpoint(
+                dirpath=os.path.join(self.trainer.default_root_dir, "checkpoints"),
+                filename="best-{epoch:03d}-{step}",
+                monitor=self.main_metric,
+                mode=self.main_metric_mode,
+                save_last=True,
+                auto_insert_metric_name=False,
+            )
+        ]

@@ -1,0 +1,30 @@
+"""Logger-agnostic media logging: wandb tables/images, TensorBoard images/text, nothing for CSV."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
+
+
+def log_image_table(
+    logger: Logger | None, key: str, images: list[np.ndarray], columns: list[str], rows: list[list[Any]], step: int
+) -> None:
+    """One row per image: (H, W, 3) uint8 picture plus text columns."""
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        data = [[wandb.Image(img), *row] for img, row in zip(images, rows)]
+        logger.log_table(key=key, columns=["image", *columns], data=data, step=step)
+    elif isinstance(logger, TensorBoardLogger):
+        for i, (img, row) in enumerate(zip(images, rows)):
+            logger.experiment.add_image(f"{key}/{i}", img, step, dataformats="HWC")
+            logger.experiment.add_text(f"{key}/{i}", " | ".join(f"{c}: {v}" for c, v in zip(columns, row)), step)
+
+
+def log_image(logger: Logger | None, key: str, image: np.ndarray, step: int, caption: str | None = None) -> None:
+    """A single (H, W, 3) uint8 picture, e.g. a confusion matrix."""
+    if isinstance(logger, WandbLogger):
+        logger.log_image(key=key, images=[image], caption=[caption] if caption else None, step=step)
+    elif isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(key, image, step, dataformats="HWC")

@@ -1,0 +1,213 @@
+"""Captioning data: generated scenes by default, or Karpathy split JSON + an image folder."""
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules import scenes
+from datamodules.karpathy import CaptionRecord, read_karpathy_json
+from datamodules.vocab import Vocabulary
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# ImageNet statistics: what torchvision's pretrained ResNets expect; harmless for the small CNN.
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+class CaptionSample(NamedTuple):
+    image: Tensor                   # (3, H, W) normalised
+    references: list[list[str]]     # every reference caption, as words
+    image_id: str
+
+
+class CaptionBatch(NamedTuple):
+    images: Tensor                       # (B, 3, H, W)
+    tokens: Tensor                       # (B, L) <bos> w1 .. wn <eos>, then <pad>
+    references: list[list[list[str]]]   # per image, all reference captions
+    image_ids: list[str]
+
+
+def to_tensor(pixels: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float, normalised."""
+    return (torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0 - MEAN) / STD
+
+
+def load_image(path: str, image_size: int) -> Tensor:
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            return to_tensor(np.asarray(img))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"image not found: {path}; check --data.image_root and the JSON's filepath/filename") from err
+    except OSError as err:
+        raise OSError(f"cannot read image {path}: {err}; the file is corrupt or not an image") from err
+
+
+class SceneDataset(Dataset):
+    """Generated scenes, rendered once into memory (uint8, ~12 kB each at 64 x 64)."""
+
+    def __init__(self, split_scenes: Sequence[scenes.Scene], image_size: int) -> None:
+        self.scenes = list(split_scenes)
+        self.pixels = np.stack([scenes.render(s, image_size) for s in self.scenes])  # (N, H, W, 3)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, i: int) -> CaptionSample:
+        return CaptionSample(to_tensor(self.pixels[i]), self.scenes[i].captions(), f"scene{i:06d}")
+
+
+class RecordDataset(Dataset):
+    """Images on disk with reference captions (Karpathy JSON)."""
+
+    def __init__(self, records: Sequence[CaptionRecord], image_size: int) -> None:
+        self.records, self.image_size = list(records), image_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> CaptionSample:
+        rec = self.records[i]
+        return CaptionSample(load_image(rec.image_path, self.image_size), rec.captions, rec.image_id)
+
+
+class FolderDataset(Dataset):
+    """Every image file in a folder, for `predict`."""
+
+    def __init__(self, folder: str, image_size: int) -> None:
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--data.predict_dir {folder} is not a folder")
+        self.paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not self.paths:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in --data.predict_dir {folder}")
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> CaptionSample:
+        return CaptionSample(load_image(self.paths[i], self.image_size), [], os.path.basename(self.paths[i]))
+
+
+class CaptionCollate:
+    """Stacks images and turns one caption per image into padded token ids.
+
+    Training draws one reference at random per image each time (all phrasings get seen);
+    evaluation uses the first reference for the loss and keeps all of them for BLEU.
+    """
+
+    def __init__(self, vocab: Vocabulary, max_caption_len: int, random_reference: bool) -> None:
+        self.vocab, self.max_caption_len, self.random_reference = vocab, max_caption_len, random_reference
+
+    def __call__(self, samples: list[CaptionSample]) -> CaptionBatch:
+        rows = []
+        for s in samples:
+            words = (random.choice(s.references) if self.random_reference else s.references[0]) if s.references else []
+            rows.append(torch.tensor(self.vocab.encode(words[: self.max_caption_len])))
+        tokens = pad_sequence(rows, batch_first=True, padding_value=self.vocab.pad_id)
+        return CaptionBatch(
+            torch.stack([s.image for s in samples]), tokens, [s.references for s in samples], [s.image_id for s in samples]
+        )
+
+
+class CaptioningDataModule(pl.LightningDataModule):
+    """Image captioning data.
+
+    Args:
+        karpathy_json: Karpathy split JSON (dataset_coco.json, dataset_flickr8k.json); unset = generated scenes.
+        image_root: folder the JSON's filepath/filename are relative to.
+        predict_dir: folder of images to caption with `rnnsuite predict`.
+        image_size: images are resized to image_size x image_size.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes (generated scenes live in memory: 0 is fastest).
+        min_word_freq: words rarer than this in the training captions become <unk>.
+        max_caption_len: training captions are cut to this many words; generation stops after it.
+        num_train_scenes: generated training scenes.
+        num_val_scenes: generated validation scenes.
+        num_test_scenes: generated test scenes.
+        seed: seed of the generated scenes.
+        vocab: use this token list instead of building one from the training captions (set from a
+            checkpoint when evaluating it).
+    """
+
+    def __init__(
+        self,
+        karpathy_json: str | None = None,
+        image_root: str | None = None,
+        predict_dir: str | None = None,
+        image_size: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        min_word_freq: int = 1,
+        max_caption_len: int = 20,
+        num_train_scenes: int = 20000,
+        num_val_scenes: int = 1000,
+        num_test_scenes: int = 2000,
+        seed: int = 0,
+        vocab: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.karpathy_json, self.image_root, self.predict_dir = karpathy_json, image_root, predict_dir
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.max_caption_len = max_caption_len
+        self.counts = {"train": num_train_scenes, "val": num_val_scenes, "test": num_test_scenes}
+        self.seed = seed
+        self.datasets: dict[str, Dataset] = {}
+        if karpathy_json is not None:
+            self.records = read_karpathy_json(karpathy_json, image_root or os.path.dirname(karpathy_json))
+            if not self.records["train"]:
+                raise ValueError(f"{karpathy_json}: no images in the train/restval split; cannot build a vocabulary")
+            train_captions = [c for r in self.records["train"] for c in r.captions]
+        else:
+            self.scene_splits = {s: scenes.sample_split(s, n, seed, image_size) for s, n in self.counts.items()}
+            train_captions = [c for scene in self.scene_splits["train"] for c in scene.captions()]
+        # Built in __init__ so the CLI can hand `vocab` to the model before anything is rendered.
+        self.vocabulary = Vocabulary(vocab) if vocab else Vocabulary.build(train_captions, min_word_freq)
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.vocabulary.tokens
+
+    def _dataset(self, split: str) -> Dataset:
+        if split not in self.datasets:
+            if split == "predict":
+                if self.predict_dir is None:
+                    raise ValueError("rnnsuite predict needs --data.predict_dir DIR (a folder of images)")
+                self.datasets[split] = FolderDataset(self.predict_dir, self.image_size)
+            elif self.karpathy_json is not None:
+                self.datasets[split] = RecordDataset(self.records[split], self.image_size)
+            else:
+                self.datasets[split] = SceneDataset(self.scene_splits[split], self.image_size)
+        return self.datasets[split]
+
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size,
+            shuffle=split == "train",
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=CaptionCollate(self.vocabulary, self.max_caption_len, random_reference=split == "train"),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

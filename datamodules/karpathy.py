@@ -1,0 +1,50 @@
+"""Reader for the Karpathy split JSON used by the captioning literature (dataset_coco.json, dataset_flickr8k.json)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+# The Karpathy splits call the extra COCO val images "restval"; the literature trains on them.
+_SPLIT_ALIASES = {"train": "train", "restval": "train", "val": "val", "test": "test"}
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    image_path: str
+    captions: list[list[str]]
+    image_id: str
+
+
+def read_karpathy_json(json_path: str, image_root: str) -> dict[str, list[CaptionRecord]]:
+    """Karpathy JSON -> {"train": [...], "val": [...], "test": [...]}.
+
+    Each `images[]` entry needs `filename`, `split` and `sentences[].tokens`; `filepath` (e.g. COCO's
+    "val2014") is joined between `image_root` and `filename` when present.
+    """
+    try:
+        with open(json_path) as f:
+            data = json.load(f)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"Karpathy JSON not found: {json_path}; pass --data.karpathy_json PATH") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{json_path}: not valid JSON ({err}); is it the Karpathy split file?") from err
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{json_path}: expected an object with an 'images' list (Karpathy split format)")
+    splits: dict[str, list[CaptionRecord]] = {"train": [], "val": [], "test": []}
+    for i, entry in enumerate(data["images"]):
+        where = f"{json_path}: images[{i}]"
+        for key in ("filename", "split", "sentences"):
+            if key not in entry:
+                raise ValueError(f"{where} has no {key!r}; every image needs filename, split and sentences")
+        split = _SPLIT_ALIASES.get(entry["split"])
+        if split is None:
+            raise ValueError(f"{where}: unknown split {entry['split']!r}; expected one of {sorted(_SPLIT_ALIASES)}")
+        captions = [[t.lower() for t in s.get("tokens", [])] for s in entry["sentences"]]
+        captions = [c for c in captions if c]
+        if not captions:
+            raise ValueError(f"{where} ({entry['filename']}) has no non-empty caption; fix or remove the entry")
+        path = os.path.join(image_root, entry.get("filepath", ""), entry["filename"])
+        image_id = str(entry.get("cocoid", entry.get("imgid", entry["filename"])))
+        splits[split].append(CaptionRecord(path, captions, image_id))
+    return splits
