@@ -18,6 +18,9 @@ from apps.core import SequenceTask
 DATA_TO_MODEL_LINKS = [
     ("vocab", "vocab"),
     ("max_caption_len", "max_caption_len"),
+    ("phonemes", "phonemes"),
+    ("phoneme_folding", "phoneme_folding"),
+    ("class_names", "class_names"),
 ]
 
 
@@ -34,12 +37,18 @@ class RNNSuiteCLI(LightningCLI):
         for data_attr, model_arg in DATA_TO_MODEL_LINKS:
             parser.link_arguments(f"data.{data_attr}", f"model.init_args.{model_arg}", apply_on="instantiate")
 
-    def before_instantiate_classes(self) -> None:
-        """Evaluating a checkpoint: refuse one from another task and let the data adopt its vocabulary/labels."""
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        ckpt_path = config.get("ckpt_path") if self.subcommand in ("validate", "test", "predict") else None
-        if not ckpt_path or ckpt_path in ("last", "best"):
-            return
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Runs before LightningCLI copies the checkpoint's hyperparameters into the model config.
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            self._adopt_checkpoint(config, ckpt_path, subcommand)
+
+    @staticmethod
+    def _adopt_checkpoint(config, ckpt_path: str, subcommand: str) -> None:
+        """Refuse a checkpoint of another task; when evaluating, let the data adopt its vocabulary/labels."""
         if not os.path.isfile(ckpt_path):
             raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
         hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
@@ -49,6 +58,8 @@ class RNNSuiteCLI(LightningCLI):
                 f"{ckpt_path} is a {found} checkpoint, but the config builds {expected}; "
                 "use the config of the task the checkpoint was trained for"
             )
+        if subcommand == "fit":
+            return
         data_args = config.data.init_args
         for data_attr, model_arg in DATA_TO_MODEL_LINKS:
             if model_arg in hparams and data_attr in data_args:

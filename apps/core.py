@@ -67,7 +67,9 @@ class SequenceTask(pl.LightningModule):
                 "rate or set --trainer.gradient_clip_val (see train/grad_norm in the logs for the explosion)"
             )
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=self.batch_size_of(batch), sync_dist=stage != "train")
-        if stage != "train":
+        if stage == "train" and self._trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        else:
             self.update_metrics(batch, outputs, stage)
         return loss
 

@@ -28,3 +28,19 @@ def log_image(logger: Logger | None, key: str, image: np.ndarray, step: int, cap
         logger.log_image(key=key, images=[image], caption=[caption] if caption else None, step=step)
     elif isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(key, image, step, dataformats="HWC")
+
+
+def log_audio_table(
+    logger: Logger | None, key: str, audios: list[np.ndarray], sample_rate: int, columns: list[str],
+    rows: list[list[Any]], step: int,
+) -> None:
+    """One row per clip: (S,) float waveform in [-1, 1] plus text columns."""
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        data = [[wandb.Audio(audio, sample_rate=sample_rate), *row] for audio, row in zip(audios, rows)]
+        logger.log_table(key=key, columns=["audio", *columns], data=data, step=step)
+    elif isinstance(logger, TensorBoardLogger):
+        for i, (audio, row) in enumerate(zip(audios, rows)):
+            logger.experiment.add_audio(f"{key}/{i}", audio[None], step, sample_rate=sample_rate)
+            logger.experiment.add_text(f"{key}/{i}", " | ".join(f"{c}: {v}" for c, v in zip(columns, row)), step)

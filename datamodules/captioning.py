@@ -39,7 +39,7 @@ class CaptionBatch(NamedTuple):
 
 def to_tensor(pixels: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float, normalised."""
-    return (torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0 - MEAN) / STD
+    return (torch.tensor(pixels).permute(2, 0, 1).float() / 255.0 - MEAN) / STD
 
 
 def load_image(path: str, image_size: int) -> Tensor:

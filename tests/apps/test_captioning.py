@@ -1,0 +1,105 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apps.captioning import CaptioningTask
+from datamodules.captioning import CaptioningDataModule
+from decoders.caption import CaptionDecoder
+from encoders import SmallCNNEncoder
+from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, run_cli
+
+CONFIG = str(CONFIGS / "captioning.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny fit through the real CLI; returns (root dir, printed output)."""
+    root = tmp_path_factory.mktemp("captioning")
+    return root
+
+
+def fit(root, capsys, *extra):
+    run_cli("fit", "--config", CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--trainer.default_root_dir", str(root), *extra)
+    return capsys.readouterr().out
+
+
+def test_cli_fit_saves_best_and_last_and_prints_best(tmp_path, capsys):
+    out = fit(tmp_path, capsys, "--trainer.max_epochs", "2")
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("best checkpoint: ")
+    best = lines[-1].removeprefix("best checkpoint: ")
+    assert best.startswith(str(tmp_path / "checkpoints" / "best-"))
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    ckpt = torch.load(best, weights_only=True)  # no pickled objects: safe to load
+    assert ckpt["hyper_parameters"]["vocab"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    assert "val/bleu4" in str(ckpt["callbacks"])
+
+
+def test_cli_test_writes_metrics_json_and_predict_writes_captions(tmp_path, capsys):
+    fit(tmp_path, capsys)
+    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    metrics_path = tmp_path / "metrics.json"
+    run_cli("test", "--config", CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--ckpt_path", ckpt, "--metrics_json", str(metrics_path))
+    metrics = json.loads(metrics_path.read_text())
+    assert {"test/bleu1", "test/bleu2", "test/bleu3", "test/bleu4", "test/loss"} <= set(metrics)
+    assert all(0.0 <= metrics[f"test/bleu{n}"] <= 1.0 for n in range(1, 5))
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8)).save(images / name)
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "captions.json"
+    # A different training-set size would give a different vocabulary: the checkpoint's must win.
+    run_cli("predict", "--config", CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--data.num_train_scenes", "4",
+            "--ckpt_path", ckpt, "--data.predict_dir", str(images), "--predictions", str(out))
+    captions = json.loads(out.read_text())
+    assert set(captions) == {"a.png", "b.jpg"}
+    assert all(isinstance(c, str) for c in captions.values())
+
+
+def test_checkpoint_round_trip_gives_identical_captions(tmp_path, capsys):
+    fit(tmp_path, capsys)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    model = CaptioningTask.load_from_checkpoint(ckpt, weights_only=True).eval()
+    again = CaptioningTask.load_from_checkpoint(ckpt, weights_only=True).eval()
+    images = next(iter(CaptioningDataModule(num_train_scenes=8, num_val_scenes=4, num_test_scenes=4).val_dataloader())).images
+    with torch.no_grad():
+        assert torch.equal(model(images), again(images))
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name]), name
+
+
+def test_overfitting_one_batch_drives_the_loss_down():
+    torch.manual_seed(0)
+    dm = CaptioningDataModule(num_train_scenes=16, num_val_scenes=2, num_test_scenes=2, batch_size=8)
+    task = CaptioningTask(
+        encoder=SmallCNNEncoder(channels=[8, 16]),
+        decoder=lambda in_dim, vocab_size: CaptionDecoder(in_dim, vocab_size, embed_dim=16, hidden_dim=32),
+        vocab=dm.vocab,
+        lr=3e-3,
+    )
+    batch = next(iter(dm.val_dataloader()))
+    optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss, _ = task.compute_loss(batch, "train")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+
+
+def test_config_of_another_task_is_refused(tmp_path, capsys):
+    fit(tmp_path, capsys)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["_class_path"] = "apps.somewhere.OtherTask"
+    forged = tmp_path / "other.ckpt"
+    torch.save(ckpt, forged)
+    with pytest.raises(ValueError, match="is a apps.somewhere.OtherTask checkpoint"):
+        run_cli("test", "--config", CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--ckpt_path", str(forged))

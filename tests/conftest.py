@@ -1,0 +1,61 @@
+"""Shared test set-up: no network, no writes outside tmp, and a helper that runs the real CLI in-process."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+# A trainer that does the least work and writes no logs; tests add --trainer.* overrides on top.
+TINY_TRAINER = [
+    "--trainer.logger", "false",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+    "--trainer.max_time", "null",
+    "--trainer.max_epochs", "1",
+    "--trainer.limit_train_batches", "2",
+    "--trainer.limit_val_batches", "1",
+    "--trainer.limit_test_batches", "1",
+    "--trainer.num_sanity_val_steps", "0",
+]
+
+# Per shipped config: data (and size) overrides that make one step cheap. A config without an entry here
+# fails tests/test_configs.py, so a new config cannot ship untested.
+TINY_DATA = {
+    "captioning.yaml": [
+        "--data.num_train_scenes", "32", "--data.num_val_scenes", "8", "--data.num_test_scenes", "8",
+        "--data.batch_size", "8",
+    ],
+}
+
+# Captioning model small enough for unit-speed tests.
+TINY_CAPTIONING = [
+    *TINY_DATA["captioning.yaml"],
+    "--model.encoder.channels", "[8, 16]",
+    "--model.decoder.embed_dim", "16",
+    "--model.decoder.hidden_dim", "32",
+    "--model.warmup_steps", "0",
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_and_isolated(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """wandb offline into tmp, data caches into tmp, and two threads (CI has two cores)."""
+    root = tmp_path_factory.mktemp("env")
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["WANDB_DIR"] = str(root / "wandb")
+    os.environ.setdefault("RNNSUITE_CACHE", str(root / "cache"))
+    os.environ["TORCH_HOME"] = str(root / "torch_home")  # an empty hub cache: nothing pretrained is found
+    torch.set_num_threads(2)
+
+
+def run_cli(*args: str) -> None:
+    """Run `rnnsuite <args>` in this process (the same entry point as the console script)."""
+    from apps.cli import main
+
+    main(list(args))
