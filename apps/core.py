@@ -98,8 +98,26 @@ class SequenceTask(pl.LightningModule):
         self._eval_epoch_end("test")
 
     # --- optimisation ---------------------------------------------------------------------------
+    def training_progress(self, after_warmup: int = 0) -> float:
+        """Fraction of training done, in [0, 1]: by optimizer steps of the planned total, or, with
+        --trainer.max_time, by the time budget when that is nearer its end."""
+        if self._trainer is None:
+            return 0.0
+        total = max(1, int(self.trainer.estimated_stepping_batches) - after_warmup)
+        progress = (self.trainer.global_step - after_warmup) / total
+        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
+        if timer is not None:
+            elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
+            if remaining is not None and elapsed + remaining > 0:
+                progress = max(progress, elapsed / (elapsed + remaining))
+        return min(1.0, max(0.0, progress))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for the optimizer; a task overrides this for per-module learning rates."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.param_groups()
         if self.optimizer_name == "sgd":
             optimizer = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay)
         elif self.optimizer_name == "adam":
@@ -109,21 +127,15 @@ class SequenceTask(pl.LightningModule):
         if self.scheduler_name == "plateau":
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=self.main_metric_mode, factor=0.5, patience=2)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": self.main_metric}}
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.scheduler_name == "cosine" else 0
         warmup = self.warmup_steps
-        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
+        cosine = self.scheduler_name == "cosine"
 
         def factor(step: int) -> float:
             if warmup and step < warmup:
                 return (step + 1) / warmup
-            if not total:
+            if not cosine:
                 return 1.0
-            progress = (step - warmup) / max(1, total - warmup)
-            if timer is not None:  # with --trainer.max_time the budget may end first: anneal by whichever is nearer
-                elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
-                if remaining is not None and elapsed + remaining > 0:
-                    progress = max(progress, elapsed / (elapsed + remaining))
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+            return 0.5 * (1.0 + math.cos(math.pi * self.training_progress(after_warmup=warmup)))
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

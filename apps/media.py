@@ -44,3 +44,23 @@ def log_audio_table(
         for i, (audio, row) in enumerate(zip(audios, rows)):
             logger.experiment.add_audio(f"{key}/{i}", audio[None], step, sample_rate=sample_rate)
             logger.experiment.add_text(f"{key}/{i}", " | ".join(f"{c}: {v}" for c, v in zip(columns, row)), step)
+
+
+def attention_strip(picture: np.ndarray, weights: np.ndarray, words: list[str], cell: int = 96) -> np.ndarray:
+    """(H, W, 3) image + attention (L, N) over a square grid + L words -> one (cell+14, (L+1)*cell, 3) uint8 strip:
+    the image, then per word the image tinted by where the decoder looked, the word written underneath."""
+    from PIL import Image, ImageDraw
+
+    side = int(round(weights.shape[-1] ** 0.5))
+    base = Image.fromarray(picture).convert("RGB").resize((cell, cell), Image.BILINEAR)
+    strip = Image.new("RGB", ((len(words) + 1) * cell, cell + 14), (255, 255, 255))
+    strip.paste(base, (0, 0))
+    draw = ImageDraw.Draw(strip)
+    for k, word in enumerate(words):
+        heat = weights[k].reshape(side, side)
+        heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)
+        mask = Image.fromarray((heat * 255).astype(np.uint8)).resize((cell, cell), Image.BILINEAR)
+        tinted = Image.composite(Image.new("RGB", (cell, cell), (255, 40, 0)), base, mask.point(lambda v: int(v * 0.6)))
+        strip.paste(tinted, ((k + 1) * cell, 0))
+        draw.text(((k + 1) * cell + 3, cell + 1), word, fill=(0, 0, 0))
+    return np.asarray(strip)

@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules import scenes
+from datamodules.coco import read_coco_captions
 from datamodules.karpathy import CaptionRecord, read_karpathy_json
 from datamodules.vocab import Vocabulary
 
@@ -125,7 +126,14 @@ class CaptioningDataModule(pl.LightningDataModule):
 
     Args:
         karpathy_json: Karpathy split JSON (dataset_coco.json, dataset_flickr8k.json); unset = generated scenes.
-        image_root: folder the JSON's filepath/filename are relative to.
+        image_root: folder the Karpathy JSON's filepath/filename are relative to.
+        coco_train_json: COCO captions file for training (annotations/captions_train2014.json); with
+            coco_val_json (validation, and test unless coco_test_json is given) instead of Karpathy JSON.
+        coco_val_json: COCO captions file for validation.
+        coco_test_json: COCO captions file for testing (default: coco_val_json).
+        coco_train_images: image folder of coco_train_json (e.g. train2014/).
+        coco_val_images: image folder of coco_val_json.
+        coco_test_images: image folder of coco_test_json (default: coco_val_images).
         predict_dir: folder of images to caption with `rnnsuite predict`.
         image_size: images are resized to image_size x image_size.
         batch_size: samples per batch.
@@ -144,6 +152,12 @@ class CaptioningDataModule(pl.LightningDataModule):
         self,
         karpathy_json: str | None = None,
         image_root: str | None = None,
+        coco_train_json: str | None = None,
+        coco_val_json: str | None = None,
+        coco_test_json: str | None = None,
+        coco_train_images: str | None = None,
+        coco_val_images: str | None = None,
+        coco_test_images: str | None = None,
         predict_dir: str | None = None,
         image_size: int = 64,
         batch_size: int = 64,
@@ -163,10 +177,21 @@ class CaptioningDataModule(pl.LightningDataModule):
         self.counts = {"train": num_train_scenes, "val": num_val_scenes, "test": num_test_scenes}
         self.seed = seed
         self.datasets: dict[str, Dataset] = {}
+        self.records: dict[str, list[CaptionRecord]] | None = None
         if karpathy_json is not None:
             self.records = read_karpathy_json(karpathy_json, image_root or os.path.dirname(karpathy_json))
             if not self.records["train"]:
                 raise ValueError(f"{karpathy_json}: no images in the train/restval split; cannot build a vocabulary")
+        elif coco_train_json is not None or coco_val_json is not None:
+            if not (coco_train_json and coco_val_json and coco_train_images and coco_val_images):
+                raise ValueError("COCO captions need --data.coco_train_json, --data.coco_val_json, "
+                                 "--data.coco_train_images and --data.coco_val_images")
+            self.records = {
+                "train": read_coco_captions(coco_train_json, coco_train_images),
+                "val": read_coco_captions(coco_val_json, coco_val_images),
+                "test": read_coco_captions(coco_test_json or coco_val_json, coco_test_images or coco_val_images),
+            }
+        if self.records is not None:
             train_captions = [c for r in self.records["train"] for c in r.captions]
         else:
             self.scene_splits = {s: scenes.sample_split(s, n, seed, image_size) for s, n in self.counts.items()}
@@ -184,7 +209,7 @@ class CaptioningDataModule(pl.LightningDataModule):
                 if self.predict_dir is None:
                     raise ValueError("rnnsuite predict needs --data.predict_dir DIR (a folder of images)")
                 self.datasets[split] = FolderDataset(self.predict_dir, self.image_size)
-            elif self.karpathy_json is not None:
+            elif self.records is not None:
                 self.datasets[split] = RecordDataset(self.records[split], self.image_size)
             else:
                 self.datasets[split] = SceneDataset(self.scene_splits[split], self.image_size)

@@ -1,5 +1,21 @@
 """Decoders: plain `nn.Module`s that read `Encoded` steps and return hidden states or token logits."""
-from decoders.caption import CaptionDecoder, Generated
+from decoders.attention import AdditiveAttention
+from decoders.caption import CaptionDecoder, CaptionState, DecoderOutput, ShowAttendTellDecoder, TokenDecoder
 from decoders.rnn import RNNSequenceDecoder, SequencePooling, make_rnn, run_rnn
+from decoders.search import Generated, beam_search, sample
 
-__all__ = ["CaptionDecoder", "Generated", "RNNSequenceDecoder", "SequencePooling", "make_rnn", "run_rnn"]
+__all__ = [
+    "AdditiveAttention",
+    "CaptionDecoder",
+    "CaptionState",
+    "DecoderOutput",
+    "Generated",
+    "RNNSequenceDecoder",
+    "SequencePooling",
+    "ShowAttendTellDecoder",
+    "TokenDecoder",
+    "beam_search",
+    "make_rnn",
+    "run_rnn",
+    "sample",
+]

@@ -1,4 +1,13 @@
-"""One-to-many: an RNN that writes a token sequence conditioned on image features."""
+"""One-to-many: RNNs that write a token sequence conditioned on image features.
+
+Two decoders share one interface (`start`, `step`, `reorder`, `forward`), so greedy, sampled and beam-search
+generation (decoders/search.py) and scheduled sampling work with either:
+
+- `CaptionDecoder`: the image vector conditions the RNN; with `attention="post"` each output also attends over
+  the image grid *after* the RNN (Luong style), so teacher-forced training stays one fused `nn.LSTM`/`nn.GRU` call.
+- `ShowAttendTellDecoder`: soft attention over the grid *feeds* the RNN at every step (Xu et al. 2015), which
+  makes training a loop over steps.
+"""
 from __future__ import annotations
 
 from typing import Literal, NamedTuple
@@ -6,27 +15,123 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from decoders.attention import AdditiveAttention
 from decoders.rnn import CellType, State, make_rnn
 from encoders.base import Encoded, lengths_to_mask
 
 ConditioningType = Literal["init", "inject", "both"]
 
 
-class Generated(NamedTuple):
-    tokens: Tensor   # (B, L) token ids, `pad_id` after each sequence's <eos>
-    lengths: Tensor  # (B,) tokens before <eos> (the <eos> itself not counted)
+class CaptionState(NamedTuple):
+    """Everything a decoder carries between steps. Batch is dim 1 of `rnn` tensors, dim 0 of the rest."""
+
+    rnn: State | None            # each (num_layers, B, H); None = zeros
+    image: Tensor                # (B, D) pooled image vector
+    grid: Tensor                 # (B, N, D) image steps (N=1 for a pooled encoder)
+    grid_keys: Tensor | None     # (B, N, A) attention-projected grid, computed once
+    grid_mask: Tensor | None     # (B, N) valid grid steps
 
 
-class CaptionDecoder(nn.Module):
+class DecoderOutput(NamedTuple):
+    logits: Tensor               # (B, L, V)
+    attention: Tensor | None     # (B, L, N) attention weights over the image grid, if the decoder attends
+
+
+class TokenDecoder(nn.Module):
+    """Shared parts: embedding, image-conditioned initial state, output head, stepping and reordering."""
+
+    def __init__(
+        self, in_dim: int, vocab_size: int, embed_dim: int, hidden_dim: int, cell: CellType, num_layers: int,
+        dropout: float, init_state: bool, pad_id: int,
+    ) -> None:
+        super().__init__()
+        self.cell, self.num_layers, self.hidden_dim, self.pad_id = cell, num_layers, hidden_dim, pad_id
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        # One projection produces h0 (and c0 for an LSTM) for every layer.
+        n_states = 2 if cell == "lstm" else 1
+        self.image_to_state = nn.Linear(in_dim, n_states * num_layers * hidden_dim) if init_state else None
+        self.dropout = nn.Dropout(dropout)
+
+    # -- to implement ----------------------------------------------------------------------------
+    def step(self, tokens: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState, Tensor | None]:
+        """Previous tokens (B,) -> logits (B, V), next state, attention weights (B, N) or None."""
+        raise NotImplementedError
+
+    def project_grid(self, grid: Tensor) -> Tensor | None:
+        return None
+
+    # -- shared ----------------------------------------------------------------------------------
+    def start(self, encoded: Encoded) -> CaptionState:
+        """Encoder output -> the state before the first token."""
+        grid, lengths = encoded
+        mask = lengths_to_mask(lengths, grid.shape[1])
+        if mask is None:
+            image = grid.mean(dim=1)
+        else:
+            image = (grid * mask.unsqueeze(-1)).sum(1) / lengths.clamp(min=1)[:, None]
+        return CaptionState(self.initial_state(image), image, grid, self.project_grid(grid), mask)
+
+    def initial_state(self, image: Tensor) -> State | None:
+        """(B, D) image vector -> RNN state, each part (num_layers, B, H); None means zeros."""
+        if self.image_to_state is None:
+            return None
+        B = image.shape[0]
+        # (B, n_states*L*H) -> (n_states, L, B, H)
+        states = torch.tanh(self.image_to_state(image)).view(B, -1, self.num_layers, self.hidden_dim).permute(1, 2, 0, 3)
+        states = states.contiguous()
+        return (states[0], states[1]) if self.cell == "lstm" else states[0]
+
+    @staticmethod
+    def reorder(state: CaptionState, index: Tensor) -> CaptionState:
+        """Select/repeat batch entries (beam search): index (B',) into the current batch."""
+        rnn = state.rnn
+        if isinstance(rnn, tuple):
+            rnn = tuple(part.index_select(1, index) for part in rnn)
+        elif rnn is not None:
+            rnn = rnn.index_select(1, index)
+        rest = [None if t is None else t.index_select(0, index) for t in state[1:]]
+        return CaptionState(rnn, *rest)
+
+    def forward(self, encoded: Encoded, input_tokens: Tensor, sample_prob: float = 0.0) -> DecoderOutput:
+        """input_tokens (B, L) = <bos> w1 .. w(L-1) -> logits for w1 .. wL, one step at a time.
+
+        With `sample_prob` > 0 (scheduled sampling), each step's input is, per sample and with that probability,
+        the model's own previous prediction instead of the true previous word.
+        """
+        state = self.start(encoded)
+        B, L = input_tokens.shape
+        logits, attention = [], []
+        prev = input_tokens[:, 0]
+        for t in range(L):
+            step_logits, state, weights = self.step(prev, state)
+            logits.append(step_logits)
+            attention.append(weights)
+            if t + 1 < L:
+                prev = input_tokens[:, t + 1]
+                if sample_prob > 0:
+                    own = step_logits.detach().argmax(dim=-1)
+                    use_own = torch.rand(B, device=prev.device) < sample_prob
+                    prev = torch.where(use_own & (prev != self.pad_id), own, prev)
+        stacked = None if attention[0] is None else torch.stack(attention, dim=1)
+        return DecoderOutput(torch.stack(logits, dim=1), stacked)
+
+
+class CaptionDecoder(TokenDecoder):
     """LSTM/GRU/RNN language model conditioned on an image.
 
-    conditioning:
-      init   - the image vector sets the initial hidden (and cell) state ("init-inject");
-      inject - the image vector is concatenated to every input embedding ("par-inject");
-      both   - both of the above.
-    Training is teacher-forced: `forward` takes the shifted-right targets (<bos> w1 .. wn) and runs the
-    whole sequence through one fused `nn.LSTM`/`nn.GRU` call. `step` is the same network one token at a
-    time, used by generation (and scheduled sampling).
+    Args:
+        in_dim: image feature size (from the encoder).
+        vocab_size: output tokens (from the vocabulary).
+        embed_dim: word embedding size.
+        hidden_dim: RNN state size.
+        cell: lstm, gru or rnn.
+        num_layers: stacked RNN layers.
+        dropout: on embeddings, between layers and before the output layer.
+        conditioning: init - the image vector sets the initial state; inject - it is concatenated to every input
+            embedding; both.
+        attention: none, or post - attend over the image grid with each RNN output (needs a spatial encoder).
+        attn_dim: size of the attention's hidden layer.
+        pad_id: id of <pad> (embedding row kept at zero).
     """
 
     def __init__(
@@ -39,43 +144,26 @@ class CaptionDecoder(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         conditioning: ConditioningType = "both",
+        attention: Literal["none", "post"] = "none",
+        attn_dim: int = 128,
         pad_id: int = 0,
     ) -> None:
-        super().__init__()
         if conditioning not in ("init", "inject", "both"):
             raise ValueError(f"unknown conditioning {conditioning!r}; choose init, inject or both")
-        self.cell, self.num_layers, self.hidden_dim = cell, num_layers, hidden_dim
+        if attention not in ("none", "post"):
+            raise ValueError(f"unknown attention {attention!r}; choose none or post")
+        super().__init__(in_dim, vocab_size, embed_dim, hidden_dim, cell, num_layers, dropout,
+                         conditioning in ("init", "both"), pad_id)
         self.conditioning = conditioning
-        self.pad_id = pad_id
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.inject = conditioning in ("inject", "both")
-        self.image_to_input = nn.Linear(in_dim, embed_dim) if self.inject else None
-        # One projection produces h0 (and c0 for an LSTM) for every layer.
-        n_states = 2 if cell == "lstm" else 1
-        self.image_to_state = (
-            nn.Linear(in_dim, n_states * num_layers * hidden_dim) if conditioning in ("init", "both") else None
-        )
-        self.rnn = make_rnn(cell, embed_dim * (2 if self.inject else 1), hidden_dim, num_layers, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.image_to_input = nn.Linear(in_dim, embed_dim) if conditioning in ("inject", "both") else None
+        self.rnn = make_rnn(cell, embed_dim * (2 if self.image_to_input is not None else 1), hidden_dim, num_layers, dropout)
+        self.attention = AdditiveAttention(hidden_dim, in_dim, attn_dim) if attention == "post" else None
+        # With post-attention the output layer reads tanh(W [h_t; context_t]), as in Luong et al. 2015.
+        self.combine = nn.Linear(hidden_dim + in_dim, hidden_dim) if self.attention is not None else None
         self.head = nn.Linear(hidden_dim, vocab_size)
 
-    def image_vector(self, encoded: Encoded) -> Tensor:
-        """(B, T, D) encoder steps -> (B, D): the mean over valid steps (T=1 for a pooled image)."""
-        seq, lengths = encoded
-        if lengths is None:
-            return seq.mean(dim=1)
-        mask = lengths_to_mask(lengths, seq.shape[1]).unsqueeze(-1)  # (B, T, 1)
-        return (seq * mask).sum(1) / lengths.clamp(min=1)[:, None]
-
-    def initial_state(self, image: Tensor) -> State | None:
-        """(B, D) image vector -> RNN state, each part (num_layers, B, H); None means zeros."""
-        if self.image_to_state is None:
-            return None
-        B = image.shape[0]
-        # (B, n_states*L*H) -> (n_states, L, B, H)
-        states = torch.tanh(self.image_to_state(image)).view(B, -1, self.num_layers, self.hidden_dim).permute(1, 2, 0, 3)
-        states = states.contiguous()
-        return (states[0], states[1]) if self.cell == "lstm" else states[0]
+    def project_grid(self, grid: Tensor) -> Tensor | None:
+        return None if self.attention is None else self.attention.project_keys(grid)
 
     def _inputs(self, tokens: Tensor, image: Tensor) -> Tensor:
         """(B, L) token ids -> (B, L, E or 2E) RNN inputs."""
@@ -85,36 +173,76 @@ class CaptionDecoder(nn.Module):
             x = torch.cat([x, img], dim=-1)
         return x
 
-    def forward(self, encoded: Encoded, input_tokens: Tensor) -> Tensor:
-        """Teacher forcing. input_tokens (B, L) = <bos> w1 .. w(L-1) -> logits (B, L, V) for w1 .. wL."""
-        image = self.image_vector(encoded)
+    def _outputs(self, hidden: Tensor, state: CaptionState) -> tuple[Tensor, Tensor | None]:
+        """RNN outputs (B, L, H) -> logits (B, L, V), attention (B, L, N) or None."""
+        if self.attention is None:
+            return self.head(self.dropout(hidden)), None
+        context, weights = self.attention(hidden, state.grid, state.grid_keys, state.grid_mask)
+        mixed = torch.tanh(self.combine(torch.cat([hidden, context], dim=-1)))
+        return self.head(self.dropout(mixed)), weights
+
+    def forward(self, encoded: Encoded, input_tokens: Tensor, sample_prob: float = 0.0) -> DecoderOutput:
+        """Teacher forcing in one fused RNN call; scheduled sampling (`sample_prob` > 0) steps instead."""
+        if sample_prob > 0:
+            return super().forward(encoded, input_tokens, sample_prob)
+        state = self.start(encoded)
         # Padded positions only produce logits that the loss ignores; causality means they
         # cannot affect earlier steps, so no packing is needed here.
-        out, _ = self.rnn(self._inputs(input_tokens, image), self.initial_state(image))
-        return self.head(self.dropout(out))
+        hidden, _ = self.rnn(self._inputs(input_tokens, state.image), state.rnn)
+        return DecoderOutput(*self._outputs(hidden, state))
 
-    def step(self, tokens: Tensor, state: State | None, image: Tensor) -> tuple[Tensor, State]:
-        """One step: previous tokens (B,), state, image vector (B, D) -> logits (B, V), new state."""
-        out, state = self.rnn(self._inputs(tokens[:, None], image), state)
-        return self.head(out[:, 0]), state
+    def step(self, tokens: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState, Tensor | None]:
+        hidden, rnn_state = self.rnn(self._inputs(tokens[:, None], state.image), state.rnn)
+        state = state._replace(rnn=rnn_state)
+        logits, weights = self._outputs(hidden, state)
+        return logits[:, 0], state, None if weights is None else weights[:, 0]
 
-    @torch.no_grad()
-    def generate(self, encoded: Encoded, bos_id: int, eos_id: int, max_len: int) -> Generated:
-        """Greedy decoding: feed back the arg-max token until <eos> or `max_len` tokens."""
-        image = self.image_vector(encoded)
-        B = image.shape[0]
-        state = self.initial_state(image)
-        prev = torch.full((B,), bos_id, dtype=torch.long, device=image.device)
-        tokens = torch.full((B, max_len), self.pad_id, dtype=torch.long, device=image.device)
-        lengths = torch.full((B,), max_len, dtype=torch.long, device=image.device)
-        finished = torch.zeros(B, dtype=torch.bool, device=image.device)
-        for t in range(max_len):
-            logits, state = self.step(prev, state, image)
-            prev = logits.argmax(dim=-1)
-            newly_done = (prev == eos_id) & ~finished
-            lengths[newly_done] = t
-            finished |= newly_done
-            tokens[:, t] = prev.masked_fill(finished, self.pad_id)
-            if bool(finished.all()):
-                break
-        return Generated(tokens, lengths)
+
+class ShowAttendTellDecoder(TokenDecoder):
+    """Show, Attend and Tell: at each step, attention over the image grid (queried by the previous top-layer
+    state) is gated and fed to the RNN beside the previous word. Train with the doubly stochastic
+    regularisation (`CaptioningTask(attention_regularization=1.0)`), which pushes every region's attention,
+    summed over the caption, towards 1.
+
+    Args:
+        in_dim: image feature size (from the encoder).
+        vocab_size: output tokens (from the vocabulary).
+        embed_dim: word embedding size.
+        hidden_dim: RNN state size.
+        cell: lstm, gru or rnn.
+        num_layers: stacked RNN layers.
+        dropout: on embeddings, between layers and before the output layer.
+        attn_dim: size of the attention's hidden layer.
+        pad_id: id of <pad>.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        vocab_size: int,
+        embed_dim: int = 128,
+        hidden_dim: int = 256,
+        cell: CellType = "lstm",
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        attn_dim: int = 128,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__(in_dim, vocab_size, embed_dim, hidden_dim, cell, num_layers, dropout, True, pad_id)
+        self.attention = AdditiveAttention(hidden_dim, in_dim, attn_dim)
+        self.gate = nn.Linear(hidden_dim, in_dim)  # the paper's beta: how much of the context to let in
+        self.rnn = make_rnn(cell, embed_dim + in_dim, hidden_dim, num_layers, dropout)
+        self.head = nn.Linear(hidden_dim + in_dim, vocab_size)
+
+    def project_grid(self, grid: Tensor) -> Tensor:
+        return self.attention.project_keys(grid)
+
+    def step(self, tokens: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState, Tensor]:
+        h = state.rnn[0] if isinstance(state.rnn, tuple) else state.rnn
+        query = h[-1][:, None, :]  # top layer's previous state, (B, 1, H)
+        context, weights = self.attention(query, state.grid, state.grid_keys, state.grid_mask)  # (B, 1, D), (B, 1, N)
+        context = torch.sigmoid(self.gate(query)) * context
+        x = torch.cat([self.dropout(self.embed(tokens[:, None])), context], dim=-1)  # (B, 1, E + D)
+        hidden, rnn_state = self.rnn(x, state.rnn)
+        logits = self.head(self.dropout(torch.cat([hidden, context], dim=-1)))
+        return logits[:, 0], state._replace(rnn=rnn_state), weights[:, 0]

@@ -30,6 +30,14 @@ TINY_DATA = {
         "--data.num_train_scenes", "32", "--data.num_val_scenes", "8", "--data.num_test_scenes", "8",
         "--data.batch_size", "8",
     ],
+    "activity.yaml": [
+        "--data.num_train_clips", "16", "--data.num_val_clips", "8", "--data.num_test_clips", "8",
+        "--data.num_frames", "4", "--data.image_size", "16", "--data.batch_size", "8",
+    ],
+    "activity_single_frame.yaml": [
+        "--data.num_train_clips", "16", "--data.num_val_clips", "8", "--data.num_test_clips", "8",
+        "--data.num_frames", "4", "--data.image_size", "16", "--data.batch_size", "8",
+    ],
 }
 
 # Captioning model small enough for unit-speed tests.

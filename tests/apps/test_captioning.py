@@ -8,6 +8,7 @@ from PIL import Image
 from apps.captioning import CaptioningTask
 from datamodules.captioning import CaptioningDataModule
 from decoders.caption import CaptionDecoder
+from decoders.search import beam_search, sample
 from encoders import SmallCNNEncoder
 from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, run_cli
 
@@ -68,7 +69,7 @@ def test_checkpoint_round_trip_gives_identical_captions(tmp_path, capsys):
     again = CaptioningTask.load_from_checkpoint(ckpt, weights_only=True).eval()
     images = next(iter(CaptioningDataModule(num_train_scenes=8, num_val_scenes=4, num_test_scenes=4).val_dataloader())).images
     with torch.no_grad():
-        assert torch.equal(model(images), again(images))
+        assert torch.equal(model(images).tokens, again(images).tokens)
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     for name, value in model.state_dict().items():
         assert torch.equal(value, state[name]), name
@@ -103,3 +104,63 @@ def test_config_of_another_task_is_refused(tmp_path, capsys):
     torch.save(ckpt, forged)
     with pytest.raises(ValueError, match="is a apps.somewhere.OtherTask checkpoint"):
         run_cli("test", "--config", CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--ckpt_path", str(forged))
+
+
+def tiny_task(**kwargs):
+    dm = CaptioningDataModule(num_train_scenes=16, num_val_scenes=4, num_test_scenes=4, batch_size=4)
+    spatial = kwargs.pop("spatial", False)
+    decoder = kwargs.pop("decoder", lambda in_dim, vocab_size: CaptionDecoder(in_dim, vocab_size, embed_dim=16, hidden_dim=32))
+    task = CaptioningTask(encoder=SmallCNNEncoder(channels=[8, 16], spatial=spatial), decoder=decoder, vocab=dm.vocab, **kwargs)
+    return task, next(iter(dm.val_dataloader()))
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "beam", "sample"])
+def test_configured_decoding_is_used(decoding):
+    torch.manual_seed(0)
+    task, batch = tiny_task(decoding=decoding, beam_size=2)
+    task.eval()
+    out = task(batch.images)
+    assert out.tokens.shape == (4, task.max_caption_len)
+    encoded = task.encoder(batch.images)
+    args = (task.decoder, encoded, task.vocab.bos_id, task.vocab.eos_id, task.max_caption_len)
+    if decoding == "beam":
+        assert torch.equal(out.tokens, beam_search(*args, beam_size=2).tokens)
+    elif decoding == "greedy":
+        assert torch.equal(out.tokens, sample(*args).tokens)
+
+
+def test_scheduled_sampling_probability_follows_training_progress(monkeypatch):
+    task, batch = tiny_task(scheduled_sampling="linear", sampling_max_prob=0.5, sampling_start=0.0, sampling_end=1.0)
+    task.train()
+    monkeypatch.setattr(task, "training_progress", lambda **kw: 0.5)
+    assert task.sample_prob() == pytest.approx(0.25)
+    task.eval()
+    assert task.sample_prob() == 0.0  # evaluation never mixes in ground truth decisions
+
+
+def test_attention_decoder_regularisation_and_maps(tmp_path):
+    from decoders.caption import ShowAttendTellDecoder
+
+    torch.manual_seed(0)
+    task, batch = tiny_task(spatial=True, attention_regularization=1.0,
+                            decoder=lambda d, v: ShowAttendTellDecoder(d, v, embed_dim=8, hidden_dim=16, attn_dim=8))
+    with_penalty, _ = task.compute_loss(batch, "train")
+    task.attention_regularization = 0.0
+    without, _ = task.compute_loss(batch, "train")
+    assert with_penalty > without
+    task.eval()
+    records = task.predict_step(batch._replace(image_ids=[f"img{i}.png" for i in range(4)]), 0)
+    assert records[0]["attention"] is not None and records[0]["attention"].ndim == 3
+    summary = CaptioningTask.write_predictions([records], str(tmp_path / "out.json"))
+    assert "attention maps" in summary and len(list((tmp_path / "out_attention").glob("*.png"))) == 4
+
+
+def test_frozen_encoder_gets_no_gradient_and_own_lr_group():
+    task, batch = tiny_task(freeze_encoder=True)
+    loss, _ = task.compute_loss(batch, "train")
+    loss.backward()
+    assert all(p.grad is None for p in task.encoder.parameters())
+    assert len(task.param_groups()) == 1
+    task, _ = tiny_task(encoder_lr=1e-5, lr=1e-3)
+    groups = task.param_groups()
+    assert len(groups) == 2 and groups[1]["lr"] == 1e-5

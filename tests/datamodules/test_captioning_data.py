@@ -98,3 +98,36 @@ def test_collate_pads_and_marks_caption_ends():
 def test_vocab_argument_overrides_the_built_one():
     dm = CaptioningDataModule(num_train_scenes=8, num_val_scenes=2, num_test_scenes=2, vocab=["<pad>", "<bos>", "<eos>", "<unk>", "x"])
     assert dm.vocab == ["<pad>", "<bos>", "<eos>", "<unk>", "x"]
+
+
+def write_coco_fixture(tmp_path, split, n):
+    folder = tmp_path / f"{split}2014"
+    folder.mkdir()
+    images, annotations = [], []
+    for i in range(n):
+        name = f"COCO_{split}2014_{i:012d}.jpg"
+        Image.fromarray(np.full((20, 20, 3), 10 * i, np.uint8)).save(folder / name)
+        images.append({"id": 100 + i, "file_name": name})
+        annotations += [{"image_id": 100 + i, "id": 2 * i, "caption": f"A man riding a Horse, number {i}."},
+                        {"image_id": 100 + i, "id": 2 * i + 1, "caption": "  "}]  # blank captions are dropped
+    images.append({"id": 999, "file_name": "uncaptioned.jpg"})  # no caption: not used
+    path = tmp_path / f"captions_{split}2014.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path, folder
+
+
+def test_coco_captions_format(tmp_path):
+    from datamodules.coco import read_coco_captions
+
+    train_json, train_dir = write_coco_fixture(tmp_path, "train", 3)
+    val_json, val_dir = write_coco_fixture(tmp_path, "val", 2)
+    records = read_coco_captions(str(train_json), str(train_dir))
+    assert [r.image_id for r in records] == ["100", "101", "102"]
+    assert records[1].captions == [["a", "man", "riding", "a", "horse", "number", "1"]]
+    dm = CaptioningDataModule(coco_train_json=str(train_json), coco_train_images=str(train_dir),
+                              coco_val_json=str(val_json), coco_val_images=str(val_dir), image_size=16, batch_size=8)
+    assert {"horse", "0", "1", "2"} <= set(dm.vocab)
+    test_batch = next(iter(dm.test_dataloader()))  # test defaults to the val annotations
+    assert test_batch.images.shape == (2, 3, 16, 16) and test_batch.image_ids == ["100", "101"]
+    with pytest.raises(ValueError, match="coco_train_images"):
+        CaptioningDataModule(coco_train_json=str(train_json), coco_val_json=str(val_json))

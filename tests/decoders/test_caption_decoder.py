@@ -1,75 +1,108 @@
 import pytest
 import torch
 
-from decoders.caption import CaptionDecoder
+from decoders.caption import CaptionDecoder, ShowAttendTellDecoder
+from decoders.search import sample
 from encoders.base import Encoded
 
 V, D = 11, 6
 
 
-def image(B=2, T=1):
-    return Encoded(torch.randn(B, T, D), None)
+def image(B=2, T=1, lengths=None):
+    return Encoded(torch.randn(B, T, D), lengths)
+
+
+def make(kind, **kw):
+    if kind == "sat":
+        return ShowAttendTellDecoder(D, V, embed_dim=5, hidden_dim=8, attn_dim=4, **kw).eval()
+    return CaptionDecoder(D, V, embed_dim=5, hidden_dim=8, attention=kind, attn_dim=4, **kw).eval()
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("conditioning", ["init", "inject", "both"])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_teacher_forced_call_equals_step_by_step(cell, conditioning, num_layers):
+@pytest.mark.parametrize("attention", ["none", "post"])
+def test_fused_teacher_forcing_equals_step_by_step(cell, conditioning, num_layers, attention):
     torch.manual_seed(0)
-    dec = CaptionDecoder(D, V, embed_dim=5, hidden_dim=8, cell=cell, num_layers=num_layers, conditioning=conditioning).eval()
-    enc, tokens = image(), torch.randint(4, V, (2, 5))
-    fused = dec(enc, tokens)  # (B, L, V) from one nn.LSTM/GRU call
-    assert fused.shape == (2, 5, V)
-    img = dec.image_vector(enc)
-    state = dec.initial_state(img)
+    dec = make(attention, cell=cell, num_layers=num_layers, conditioning=conditioning)
+    enc, tokens = image(T=4), torch.randint(4, V, (2, 5))
+    fused = dec(enc, tokens)  # one nn.LSTM/GRU call over the whole caption
+    assert fused.logits.shape == (2, 5, V)
+    assert (fused.attention is None) == (attention == "none")
+    state = dec.start(enc)
     for t in range(5):
-        logits, state = dec.step(tokens[:, t], state, img)
-        torch.testing.assert_close(logits, fused[:, t], atol=1e-5, rtol=1e-4)
+        logits, state, weights = dec.step(tokens[:, t], state)
+        torch.testing.assert_close(logits, fused.logits[:, t], atol=1e-5, rtol=1e-4)
+    # the step loop that scheduled sampling uses gives the same logits when it never samples
+    torch.testing.assert_close(super(type(dec), dec).forward(enc, tokens).logits, fused.logits, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_show_attend_tell_shapes_and_attention_sums_to_one(cell):
+    dec = make("sat", cell=cell, num_layers=2)
+    out = dec(image(T=9), torch.randint(4, V, (2, 5)))
+    assert out.logits.shape == (2, 5, V) and out.attention.shape == (2, 5, 9)
+    torch.testing.assert_close(out.attention.sum(-1), torch.ones(2, 5))
+
+
+@pytest.mark.parametrize("kind", ["post", "sat"])
+def test_attention_ignores_padded_grid_steps(kind):
+    torch.manual_seed(0)
+    dec = make(kind)
+    grid, tokens = torch.randn(1, 4, D), torch.randint(4, V, (1, 3))
+    padded = torch.cat([grid, 50 * torch.randn(1, 2, D)], dim=1)
+    a = dec(Encoded(grid, None), tokens)
+    b = dec(Encoded(padded, torch.tensor([4])), tokens)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-4)
+    assert torch.all(b.attention[..., 4:] == 0)
 
 
 def test_padding_after_a_caption_does_not_change_its_logits():
     torch.manual_seed(0)
-    dec = CaptionDecoder(D, V, embed_dim=5, hidden_dim=8).eval()
+    dec = make("none")
     enc, tokens = image(1), torch.randint(4, V, (1, 4))
     padded = torch.cat([tokens, torch.zeros(1, 3, dtype=torch.long)], dim=1)
-    torch.testing.assert_close(dec(enc, padded)[:, :4], dec(enc, tokens))
+    torch.testing.assert_close(dec(enc, padded).logits[:, :4], dec(enc, tokens).logits)
 
 
 def test_image_changes_the_caption_logits():
-    dec = CaptionDecoder(D, V, embed_dim=5, hidden_dim=8, conditioning="init").eval()
+    dec = make("none", conditioning="init")
     tokens = torch.randint(4, V, (1, 4))
-    a, b = dec(Encoded(torch.randn(1, 1, D), None), tokens), dec(Encoded(torch.randn(1, 1, D), None), tokens)
-    assert not torch.allclose(a, b)
+    assert not torch.allclose(dec(image(1), tokens).logits, dec(image(1), tokens).logits)
 
 
-def test_image_vector_averages_valid_spatial_steps_only():
-    dec = CaptionDecoder(D, V)
-    seq = torch.randn(1, 4, D)
-    torch.testing.assert_close(dec.image_vector(Encoded(seq, torch.tensor([2]))), seq[:, :2].mean(1))
-
-
-def test_generate_stops_at_eos_and_pads_after():
+def test_scheduled_sampling_feeds_back_own_predictions():
     torch.manual_seed(0)
-    dec = CaptionDecoder(D, V, embed_dim=5, hidden_dim=8).eval()
-    eos = 2
-    with torch.no_grad():  # make <eos> win from the third step on: bias the head after two steps via a hook
-        calls = {"n": 0}
+    dec = make("none")
+    enc, tokens = image(4), torch.randint(4, V, (4, 6))
+    teacher = dec(enc, tokens).logits
+    always_own = dec(enc, tokens, sample_prob=1.0).logits
+    # step 0 reads <bos>-position truth either way; later steps read the model's own words
+    torch.testing.assert_close(always_own[:, 0], teacher[:, 0])
+    assert not torch.allclose(always_own[:, 1:], teacher[:, 1:])
+    own_inputs = torch.cat([tokens[:, :1], teacher.argmax(-1)[:, :-1]], dim=1)
+    # feeding the model's own greedy words as "truth" reproduces the first step that differs
+    torch.testing.assert_close(dec(enc, own_inputs).logits[:, 1], always_own[:, 1], atol=1e-5, rtol=1e-4)
 
-        def force(module, inputs, output):
-            calls["n"] += 1
-            if calls["n"] >= 3:
-                output[:, eos] = 1e4
-            return output
 
-        dec.head.register_forward_hook(force)
-        out = dec.generate(image(3), bos_id=1, eos_id=eos, max_len=10)
+def test_greedy_generation_stops_at_eos_and_pads_after():
+    torch.manual_seed(0)
+    dec = make("none")
+    eos, calls = 2, {"n": 0}
+
+    def force(module, inputs, output):  # make <eos> win from the third step on
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            output[..., eos] = 1e4
+        return output
+
+    dec.head.register_forward_hook(force)
+    out = sample(dec, image(3), bos_id=1, eos_id=eos, max_len=10)
     assert out.tokens.shape == (3, 10)
-    assert torch.all(out.lengths == 2)
-    assert torch.all(out.tokens[:, 2:] == dec.pad_id)
+    assert torch.all(out.lengths == 2) and torch.all(out.tokens[:, 2:] == dec.pad_id)
     assert calls["n"] == 3  # stopped as soon as every sequence had ended
 
 
-def test_generate_respects_max_len():
-    dec = CaptionDecoder(D, V).eval()
-    out = dec.generate(image(2), bos_id=1, eos_id=10**6, max_len=4)  # an <eos> that can never be produced
+def test_generation_respects_max_len():
+    out = sample(make("none"), image(2), bos_id=1, eos_id=10**6, max_len=4)  # an <eos> that can never come
     assert out.tokens.shape == (2, 4) and torch.all(out.lengths == 4)

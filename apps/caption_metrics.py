@@ -1,0 +1,110 @@
+"""CIDEr-D and ROUGE-L as computed by the COCO caption evaluation (coco-caption), without Java.
+
+torchmetrics has BLEU but no CIDEr, and its ROUGE-L is an F1 with one reference at a time, while coco-caption's is
+an F-measure with beta=1.2 over the best precision and recall across references; both are written here as
+torchmetrics `Metric`s so they accumulate over batches and sync across processes like the others.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+
+
+def _ngrams(words: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence (dynamic programming, O(len(a) * len(b)))."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(candidate: Sequence[str], references: Sequence[Sequence[str]], beta: float = 1.2) -> float:
+    """coco-caption ROUGE-L of one candidate against its references."""
+    if not candidate or not references:
+        return 0.0
+    lcs = [_lcs(candidate, ref) for ref in references]
+    precision = max(n / len(candidate) for n in lcs)
+    recall = max(n / len(ref) for n, ref in zip(lcs, references) if ref)
+    if precision == 0 or recall == 0:
+        return 0.0
+    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
+
+
+def cider_d(candidates: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]], sigma: float = 6.0) -> float:
+    """Corpus CIDEr-D (Vedantam et al. 2015, coco-caption's CiderD): tf-idf n-gram (n=1..4) cosine similarity with
+    clipped candidate counts and a Gaussian length penalty, averaged over references, x10, averaged over images.
+    Document frequencies come from the references of the evaluated set itself, as in coco-caption."""
+    N = 4
+    doc_freq: Counter = Counter()
+    for refs in references:
+        doc_freq.update({g for ref in refs for n in range(1, N + 1) for g in _ngrams(ref, n)})
+    log_num_docs = math.log(float(len(references)))
+
+    def vectorise(words: Sequence[str]) -> tuple[list[dict], list[float], int]:
+        vecs, norms = [], []
+        for n in range(1, N + 1):
+            vec = {g: tf * (log_num_docs - math.log(max(1.0, doc_freq[g]))) for g, tf in _ngrams(words, n).items()}
+            vecs.append(vec)
+            norms.append(math.sqrt(sum(v * v for v in vec.values())))
+        # coco-caption measures length in bigrams (its `n == 1` with zero-based n)
+        return vecs, norms, max(0, len(words) - 1)
+
+    total = 0.0
+    for cand, refs in zip(candidates, references):
+        c_vecs, c_norms, c_len = vectorise(cand)
+        score = 0.0
+        for ref in refs:
+            r_vecs, r_norms, r_len = vectorise(ref)
+            penalty = math.exp(-((c_len - r_len) ** 2) / (2 * sigma**2))
+            for n in range(N):
+                dot = sum(min(v, r_vecs[n].get(g, 0.0)) * r_vecs[n].get(g, 0.0) for g, v in c_vecs[n].items())
+                if c_norms[n] and r_norms[n]:
+                    score += dot / (c_norms[n] * r_norms[n]) * penalty
+        total += score / N / len(refs) * 10.0
+    return total / max(1, len(candidates))
+
+
+class _CaptionCorpusMetric(Metric):
+    """Keeps candidates and references (as strings) until `compute`; corpus statistics need all of them."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("candidates", default=[], dist_reduce_fx="cat")
+        self.add_state("references", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Sequence[str], target: Sequence[Sequence[str]]) -> None:
+        self.candidates.extend(preds)
+        self.references.extend(["\n".join(refs) for refs in target])
+
+    def _pairs(self) -> tuple[list[list[str]], list[list[list[str]]]]:
+        cands = [c.split() for c in self.candidates]
+        refs = [[r.split() for r in joined.split("\n")] for joined in self.references]
+        return cands, refs
+
+
+class CIDErD(_CaptionCorpusMetric):
+    """Corpus CIDEr-D; update(preds=[caption], target=[[reference, ...]]) like torchmetrics' BLEUScore."""
+
+    def compute(self) -> torch.Tensor:
+        return torch.tensor(cider_d(*self._pairs()))
+
+
+class ROUGEL(_CaptionCorpusMetric):
+    """Mean coco-caption ROUGE-L over images."""
+
+    def compute(self) -> torch.Tensor:
+        cands, refs = self._pairs()
+        return torch.tensor(sum(rouge_l(c, r) for c, r in zip(cands, refs)) / max(1, len(cands)))
