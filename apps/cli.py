@@ -38,6 +38,7 @@ class RNNSuiteCLI(LightningCLI):
             parser.link_arguments(f"data.{data_attr}", f"model.init_args.{model_arg}", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        self._raw_args = [str(a) for a in (sys.argv[1:] if args is None else args)]
         super().parse_arguments(parser, args)
         # Runs before LightningCLI copies the checkpoint's hyperparameters into the model config.
         subcommand = self.config.get("subcommand")
@@ -45,6 +46,20 @@ class RNNSuiteCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             self._adopt_checkpoint(config, ckpt_path, subcommand)
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI replaces the model config by the checkpoint's hyperparameters; options the user typed
+        on the command line (`--model.decoding beam`) should still win, so they are applied again on top."""
+        super()._parse_ckpt_path()
+        subcommand = self.config.get("subcommand")
+        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+            return
+        overrides, args = [], self._raw_args
+        for i, arg in enumerate(args):
+            if arg.startswith("--model."):
+                overrides += [arg] if "=" in arg or i + 1 == len(args) else [arg, args[i + 1]]
+        if overrides:
+            self.config = self.parser.parse_args([subcommand, *overrides], namespace=self.config)
 
     @staticmethod
     def _adopt_checkpoint(config, ckpt_path: str, subcommand: str) -> None:

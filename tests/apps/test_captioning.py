@@ -164,3 +164,19 @@ def test_frozen_encoder_gets_no_gradient_and_own_lr_group():
     task, _ = tiny_task(encoder_lr=1e-5, lr=1e-3)
     groups = task.param_groups()
     assert len(groups) == 2 and groups[1]["lr"] == 1e-5
+
+
+def test_command_line_model_options_override_the_checkpoint(tmp_path, capsys):
+    fit(tmp_path, capsys)
+    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    from apps import cli
+
+    seen = {}
+    original = cli.RNNSuiteCLI.after_test
+    cli.RNNSuiteCLI.after_test = lambda self: seen.update(decoding=self.model.decoding, beam=self.model.beam_size)
+    try:
+        run_cli("test", "--config", CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--ckpt_path", ckpt,
+                "--model.decoding", "beam", "--model.beam_size=4")
+    finally:
+        cli.RNNSuiteCLI.after_test = original
+    assert seen == {"decoding": "beam", "beam": 4}
