@@ -1,8 +1,11 @@
-"""Callbacks every task uses: the gradient-norm monitor."""
+"""Callbacks every task uses: the gradient-norm monitor and the checkpoint on interruption."""
 from __future__ import annotations
 
+import os
+
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import grad_norm
+from pytorch_lightning.utilities import grad_norm, rank_zero_info
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.optim import Optimizer
 
 
@@ -31,3 +34,22 @@ class GradNormMonitor(pl.Callback):
             pl_module.log_dict(
                 {f"train/grad_norm/{name[len(prefix) + 1:]}": v for name, v in norms.items()}, on_step=True, on_epoch=False
             )
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """SIGTERM (a preempted node, `kill`) or Ctrl-C: save `<checkpoint dir>/interrupted.ckpt` before exiting.
+
+    Lightning stops at the end of the running batch on SIGTERM (raising SIGTERMException) and on Ctrl-C, then calls
+    `on_exception`; the saved state holds model, optimizer, scheduler, loop and RNG state, so
+    `rnnsuite fit ... --ckpt_path <dir>/interrupted.ckpt` continues from there.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.state.fn != "fit":
+            return
+        path = os.path.join(self.dirpath, "interrupted.ckpt")
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"interrupted ({type(exception).__name__}): saved {path}; resume with --ckpt_path {path}")

@@ -75,8 +75,17 @@ def cider_d(candidates: Sequence[Sequence[str]], references: Sequence[Sequence[S
     return total / max(1, len(candidates))
 
 
+def _encode(text: str) -> torch.Tensor:
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+
+
+def _decode(data: torch.Tensor) -> str:
+    return bytes(data.tolist()).decode("utf-8")
+
+
 class _CaptionCorpusMetric(Metric):
-    """Keeps candidates and references (as strings) until `compute`; corpus statistics need all of them."""
+    """Keeps candidates and references until `compute`, since corpus statistics need all of them. Texts are
+    stored as UTF-8 byte tensors so that the states gather across processes (DDP) like any other metric."""
 
     full_state_update = False
 
@@ -86,12 +95,17 @@ class _CaptionCorpusMetric(Metric):
         self.add_state("references", default=[], dist_reduce_fx="cat")
 
     def update(self, preds: Sequence[str], target: Sequence[Sequence[str]]) -> None:
-        self.candidates.extend(preds)
-        self.references.extend(["\n".join(refs) for refs in target])
+        # one tensor per caption; the terminating byte 0 keeps captions apart after a cross-process `cat`
+        self.candidates.extend(_encode(c + "\0") for c in preds)
+        self.references.extend(_encode("\n".join(refs) + "\0") for refs in target)
 
     def _pairs(self) -> tuple[list[list[str]], list[list[list[str]]]]:
-        cands = [c.split() for c in self.candidates]
-        refs = [[r.split() for r in joined.split("\n")] for joined in self.references]
+        def texts(state: list[torch.Tensor] | torch.Tensor) -> list[str]:
+            joined = state if isinstance(state, torch.Tensor) else torch.cat(state) if state else torch.zeros(0)
+            return _decode(joined.to(torch.uint8).cpu())[:-1].split("\0") if len(joined) else []
+
+        cands = [c.split() for c in texts(self.candidates)]
+        refs = [[r.split() for r in joined.split("\n")] for joined in texts(self.references)]
         return cands, refs
 
 

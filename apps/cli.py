@@ -18,6 +18,9 @@ from apps.core import SequenceTask
 DATA_TO_MODEL_LINKS = [
     ("vocab", "vocab"),
     ("max_caption_len", "max_caption_len"),
+    ("frame_channels", "frame_channels"),
+    ("input_frames", "input_frames"),
+    ("output_frames", "output_frames"),
     ("phonemes", "phonemes"),
     ("phoneme_folding", "phoneme_folding"),
     ("class_names", "class_names"),

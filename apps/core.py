@@ -6,12 +6,17 @@ and sets `main_metric`; everything else lives here once.
 from __future__ import annotations
 
 import math
+import os
+import random
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from torch import Tensor
+
+from apps.callbacks import CheckpointOnInterrupt
 
 Stage = Literal["train", "val", "test"]
 
@@ -59,12 +64,13 @@ class SequenceTask(pl.LightningModule):
         """Hook for media logging etc. after metrics were computed (val/test only)."""
 
     # --- the shared step ------------------------------------------------------------------------
-    def shared_step(self, batch: Any, stage: Stage) -> Tensor:
+    def shared_step(self, batch: Any, stage: Stage, batch_idx: int = 0) -> Tensor:
         loss, outputs = self.compute_loss(batch, stage)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite {stage} loss ({loss.item()}) at global step {self.global_step}; lower the learning "
-                "rate or set --trainer.gradient_clip_val (see train/grad_norm in the logs for the explosion)"
+                f"non-finite {stage} loss ({loss.item()}) at global step {self.global_step}, epoch {self.current_epoch}, "
+                f"batch {batch_idx}{self.describe_batch(batch)}; lower --model.lr or set --trainer.gradient_clip_val "
+                "(train/grad_norm in the logs shows the explosion that led here)"
             )
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=self.batch_size_of(batch), sync_dist=stage != "train")
         if stage == "train" and self._trainer is not None and self.trainer.optimizers:
@@ -76,14 +82,23 @@ class SequenceTask(pl.LightningModule):
     def batch_size_of(self, batch: Any) -> int:
         return len(batch[0])
 
+    def describe_batch(self, batch: Any) -> str:
+        """Names of the samples in a batch for error messages, e.g. ' (samples: a.jpg, b.jpg)'."""
+        for field in ("image_ids", "ids", "names", "paths", "files"):
+            names = getattr(batch, field, None)
+            if names:
+                shown = ", ".join(map(str, names[:8])) + (", ..." if len(names) > 8 else "")
+                return f" (samples: {shown})"
+        return ""
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self.shared_step(batch, "train")
+        return self.shared_step(batch, "train", batch_idx)
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self.shared_step(batch, "val")
+        return self.shared_step(batch, "val", batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self.shared_step(batch, "test")
+        return self.shared_step(batch, "test", batch_idx)
 
     def _eval_epoch_end(self, stage: Stage) -> None:
         metrics = {f"{stage}/{name}": value for name, value in self.compute_metrics(stage).items()}
@@ -96,6 +111,27 @@ class SequenceTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    # --- checkpoints: random-number state, so a resumed run draws what the uninterrupted one would -------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        python_state = random.getstate()
+        numpy_state = np.random.get_state()
+        # only tensors and plain values: the checkpoint stays loadable with weights_only=True
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "python": [python_state[0], list(python_state[1]), python_state[2]],
+            "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+        kind, keys, *rest = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
 
     # --- optimisation ---------------------------------------------------------------------------
     def training_progress(self, after_warmup: int = 0) -> float:
@@ -141,20 +177,16 @@ class SequenceTask(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """Checkpoint the best epoch by this task's main metric, plus last.ckpt, under <default_root_dir>/checkpoints."""
-        import os
-
-        from pytorch_lightning.callbacks import ModelCheckpoint
-
+        """Under <default_root_dir>/checkpoints: the best epoch by this task's main metric, last.ckpt after every
+        epoch (what `--ckpt_path last` resumes), and interrupted.ckpt on SIGTERM/Ctrl-C."""
         if self.trainer is None or not self.trainer.checkpoint_callbacks:
             return []
-        return [
-            ModelCheckpoint(
-                dirpath=os.path.join(self.trainer.default_root_dir, "checkpoints"),
-                filename="best-{epoch:03d}-{step}",
-                monitor=self.main_metric,
-                mode=self.main_metric_mode,
-                save_last=True,
-                auto_insert_metric_name=False,
-            )
-        ]
+        dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
+        best = ModelCheckpoint(
+            dirpath=dirpath, filename="best-{epoch:03d}-{step}", monitor=self.main_metric, mode=self.main_metric_mode,
+            auto_insert_metric_name=False,
+        )
+        # ModelCheckpoint(save_last=True) refreshes last.ckpt only when a best checkpoint is written; a second,
+        # unmonitored one keeps the latest epoch.
+        last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+        return [CheckpointOnInterrupt(dirpath), best, last]

@@ -64,3 +64,11 @@ def attention_strip(picture: np.ndarray, weights: np.ndarray, words: list[str], 
         strip.paste(tinted, ((k + 1) * cell, 0))
         draw.text(((k + 1) * cell + 3, cell + 1), word, fill=(0, 0, 0))
     return np.asarray(strip)
+
+
+def log_animation(logger: Logger | None, key: str, gif_path: str, step: int) -> None:
+    """An animated GIF file already written to disk (wandb shows it as a video; other loggers keep the file only)."""
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        logger.experiment.log({key: wandb.Video(gif_path, format="gif"), "trainer/global_step": step})

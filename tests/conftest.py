@@ -38,6 +38,14 @@ TINY_DATA = {
         "--data.num_train_clips", "16", "--data.num_val_clips", "8", "--data.num_test_clips", "8",
         "--data.num_frames", "4", "--data.image_size", "16", "--data.batch_size", "8",
     ],
+    "phonemes.yaml": [
+        "--data.num_train_utterances", "16", "--data.num_val_utterances", "4", "--data.num_test_utterances", "4",
+        "--data.batch_size", "4",
+    ],
+    "frames.yaml": [
+        "--data.num_train_sequences", "8", "--data.num_val_sequences", "4", "--data.num_test_sequences", "4",
+        "--data.batch_size", "4", "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
+    ],
 }
 
 # Captioning model small enough for unit-speed tests.
