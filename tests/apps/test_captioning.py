@@ -180,3 +180,17 @@ def test_command_line_model_options_override_the_checkpoint(tmp_path, capsys):
     finally:
         cli.RNNSuiteCLI.after_test = original
     assert seen == {"decoding": "beam", "beam": 4}
+
+
+def test_exported_checkpoint_is_small_and_predicts_the_same(tmp_path, capsys):
+    from apps.export import export
+
+    fit(tmp_path, capsys)
+    full, slim = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "slim.ckpt"
+    export(str(full), str(slim))
+    assert slim.stat().st_size < 0.6 * full.stat().st_size  # optimizer moments dropped
+    assert "optimizer_states" not in torch.load(slim, weights_only=True)
+    images = next(iter(CaptioningDataModule(num_train_scenes=8, num_val_scenes=4, num_test_scenes=4).val_dataloader())).images
+    a = CaptioningTask.load_from_checkpoint(full, weights_only=True).eval()
+    b = CaptioningTask.load_from_checkpoint(slim, weights_only=True).eval()
+    assert torch.equal(a(images).tokens, b(images).tokens)
