@@ -48,6 +48,8 @@ TINY_DATA = {
     ],
 }
 
+TINY_DATA["captioning_attention.yaml"] = TINY_DATA["captioning.yaml"]
+
 # Captioning model small enough for unit-speed tests.
 TINY_CAPTIONING = [
     *TINY_DATA["captioning.yaml"],
