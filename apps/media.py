@@ -36,9 +36,22 @@ def log_audio_table(
 ) -> None:
     """One row per clip: (S,) float waveform in [-1, 1] plus text columns."""
     if isinstance(logger, WandbLogger):
+        import tempfile
+        import wave
+
         import wandb
 
-        data = [[wandb.Audio(audio, sample_rate=sample_rate), *row] for audio, row in zip(audios, rows)]
+        # wandb.Audio needs the soundfile package for raw arrays; a WAV file written here needs nothing extra
+        folder = tempfile.mkdtemp(prefix="rnnsuite-audio-")
+        data = []
+        for i, (audio, row) in enumerate(zip(audios, rows)):
+            path = f"{folder}/{i}.wav"
+            with wave.open(path, "wb") as f:
+                f.setnchannels(1)
+                f.setsampwidth(2)
+                f.setframerate(sample_rate)
+                f.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+            data.append([wandb.Audio(path, sample_rate=sample_rate), *row])
         logger.log_table(key=key, columns=["audio", *columns], data=data, step=step)
     elif isinstance(logger, TensorBoardLogger):
         for i, (audio, row) in enumerate(zip(audios, rows)):

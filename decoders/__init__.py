@@ -1,11 +1,14 @@
 """Decoders: plain `nn.Module`s that read `Encoded` steps and return hidden states or token logits."""
 from decoders.attention import AdditiveAttention
 from decoders.caption import CaptionDecoder, CaptionState, DecoderOutput, ShowAttendTellDecoder, TokenDecoder
+from decoders.ctc import BiRNN, CTCDecoder, beam_decode, greedy_decode, prefix_beam_search
 from decoders.rnn import RNNSequenceDecoder, SequencePooling, make_rnn, run_rnn
 from decoders.search import Generated, beam_search, sample
 
 __all__ = [
     "AdditiveAttention",
+    "BiRNN",
+    "CTCDecoder",
     "CaptionDecoder",
     "CaptionState",
     "DecoderOutput",
@@ -14,6 +17,9 @@ __all__ = [
     "SequencePooling",
     "ShowAttendTellDecoder",
     "TokenDecoder",
+    "beam_decode",
+    "greedy_decode",
+    "prefix_beam_search",
     "beam_search",
     "make_rnn",
     "run_rnn",

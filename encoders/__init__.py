@@ -1,10 +1,12 @@
 """Encoders: plain `nn.Module`s that turn inputs into `Encoded(seq=(B, T, D), lengths=(B,) | None)`."""
 from encoders.base import Encoded, Encoder, get_encoder_class, lengths_to_mask, list_encoders, register_encoder
+from encoders.audio import LogMelEncoder
 from encoders.image import ResNetEncoder, SmallCNNEncoder
 
 __all__ = [
     "Encoded",
     "Encoder",
+    "LogMelEncoder",
     "ResNetEncoder",
     "SmallCNNEncoder",
     "get_encoder_class",

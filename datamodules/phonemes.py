@@ -1,0 +1,354 @@
+"""Phoneme recognition data: an espeak-ng corpus generated once and cached (default), JSONL manifests, or TIMIT.
+
+The generated corpus: English sentences from the Python documentation that ships with the standard library
+(`pydoc_data.topics`), spoken by espeak-ng with several accents and voice variants, rate and pitch drawn per
+utterance. A speaker is an (accent, variant) pair; the validation and test variants never occur in training,
+and the three splits' sentences are disjoint too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from datamodules.speech_readers import (
+    TIMIT_61_TO_39,
+    SpeechRecord,
+    list_audio_files,
+    read_audio,
+    read_manifest,
+    read_timit,
+)
+
+CORPUS_VERSION = 1  # bump when the generation changes, so old caches are not reused
+
+
+class PhonemeSample(NamedTuple):
+    audio: Tensor          # (S,) float32 waveform
+    phonemes: list[str]    # reference phonemes ([] when unknown, e.g. predict)
+    utt_id: str
+
+
+class PhonemeBatch(NamedTuple):
+    audio: Tensor              # (B, S) zero-padded waveforms
+    audio_lengths: Tensor      # (B,) valid samples
+    targets: Tensor            # (B, L) phoneme ids 1..P (0 = CTC blank, also the padding)
+    target_lengths: Tensor     # (B,)
+    phonemes: list[list[str]]  # reference phonemes as strings (scoring uses these, unknown phonemes included)
+    utt_ids: list[str]
+
+
+# --- the generated corpus -----------------------------------------------------------------------------
+def english_sentences(min_words: int = 3, max_words: int = 14) -> list[str]:
+    """Plain-English sentences (and clauses of longer ones) from the stdlib's pydoc topics, sorted, unique."""
+    import pydoc_data.topics
+
+    found: set[str] = set()
+    for key in sorted(pydoc_data.topics.topics):
+        for para in re.split(r"\n\s*\n", pydoc_data.topics.topics[key]):
+            if para.startswith((" ", "\t", "*", "-", "=")) or ">>>" in para:
+                continue  # code blocks, headings, lists
+            para = re.sub(r"\s*\([^()]*\)", "", " ".join(para.replace('"', "").split()))
+            for sentence in re.split(r"(?<=[.!?;:])\s+", para):
+                sentence = sentence.strip().rstrip(".!?;:").strip()
+                pieces = [sentence] if len(sentence.split()) <= max_words else re.split(r",\s+", sentence)
+                for piece in pieces:
+                    if re.fullmatch(r"[A-Za-z][A-Za-z0-9' ,]*[A-Za-z0-9]", piece) and all(
+                        re.fullmatch(r"[A-Za-z0-9]+(?:'[a-z]+)?,?", w) for w in piece.split()
+                    ) and min_words <= len(piece.split()) <= max_words:
+                        found.add(piece)
+    return sorted(found)
+
+
+def cache_dir() -> str:
+    return os.path.join(os.environ.get("RNNSUITE_CACHE", os.path.expanduser("~/.cache/rnnsuite")), "phonemes")
+
+
+def generate_corpus(
+    counts: dict[str, int],
+    voices: Sequence[str],
+    variants: dict[str, Sequence[str]],
+    rate_range: tuple[int, int],
+    pitch_range: tuple[int, int],
+    sample_rate: int,
+    seed: int,
+) -> dict[str, list[dict]]:
+    """Speak `counts[split]` utterances per split; cached under `cache_dir()`, keyed by every parameter.
+
+    Returns {split: [{"audio": (S,) int16 tensor, "phonemes", "starts", "speaker", "text"}]}.
+    """
+    from datamodules.espeak import Synthesizer
+
+    sentences = english_sentences()
+    params = dict(version=CORPUS_VERSION, counts=counts, voices=list(voices), variants={k: list(v) for k, v in variants.items()},
+                  rate_range=list(rate_range), pitch_range=list(pitch_range), sample_rate=sample_rate, seed=seed,
+                  sentences=hashlib.sha1("\n".join(sentences).encode()).hexdigest())
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir(), f"espeak-{key}.pt")
+    if os.path.isfile(path):
+        return torch.load(path, weights_only=False)["splits"]
+    # sentence-disjoint splits: 10 % of the sentences for validation, 15 % for test
+    rng = random.Random(seed)
+    order = sentences[:]
+    rng.shuffle(order)
+    n_val, n_test = len(order) // 10, len(order) * 15 // 100
+    pools = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+    synth = Synthesizer.get()
+    splits: dict[str, list[dict]] = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many tiny ops: extra threads only spin (10x slower on a busy 2-core machine)
+    try:
+        for split, n in counts.items():
+            splits[split] = _speak_split(synth, pools[split], n, voices, variants[split], rate_range, pitch_range,
+                                         sample_rate, f"{seed}-{split}")
+    finally:
+        torch.set_num_threads(threads)
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save({"params": params, "splits": splits}, tmp)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    return splits
+
+
+def _speak_split(synth, pool, n, voices, variants, rate_range, pitch_range, sample_rate, seed) -> list[dict]:
+    """n utterances: the pool's sentences in turn (then drawn at random), each by a random accent + variant."""
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        text = pool[i] if i < len(pool) else rng.choice(pool)
+        accent, variant = rng.choice(list(voices)), rng.choice(list(variants))
+        speaker = f"{accent}+{variant}" if variant else accent
+        utt = synth.speak(text, speaker, rng.randint(*rate_range), rng.randint(*pitch_range), sample_rate)
+        audio = (utt.audio.clamp(-1, 1) * 32767).round().to(torch.int16)
+        items.append(dict(audio=audio, phonemes=utt.phonemes, starts=utt.starts, speaker=speaker, text=text))
+    return items
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+class GeneratedDataset(Dataset):
+    def __init__(self, items: list[dict], split: str) -> None:
+        self.items, self.split = items, split
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> PhonemeSample:
+        item = self.items[i]
+        return PhonemeSample(item["audio"].float() / 32768.0, item["phonemes"], f"{self.split}{i:05d}_{item['speaker']}")
+
+    def num_samples(self, i: int) -> int:
+        return self.items[i]["audio"].shape[0]
+
+
+class FileDataset(Dataset):
+    """Records (or bare audio files for predict) read from disk on access."""
+
+    def __init__(self, records: Sequence[SpeechRecord], sample_rate: int) -> None:
+        self.records, self.sample_rate = list(records), sample_rate
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> PhonemeSample:
+        rec = self.records[i]
+        return PhonemeSample(read_audio(rec.audio_path, self.sample_rate), rec.phonemes, rec.utt_id)
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar-length utterances (less padding, fewer wasted RNN steps); shuffled pools when training."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, pool: int = 50) -> None:
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = list(lengths), batch_size, shuffle, seed, pool
+        self.epoch = 0
+
+    def __iter__(self):
+        order = list(range(len(self.lengths)))
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        if self.shuffle:
+            rng.shuffle(order)
+        size = self.batch_size * self.pool if self.shuffle else len(order)
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = sorted(order[start : start + size], key=lambda i: self.lengths[i])
+            batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+        if self.shuffle:
+            rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+class PhonemeCollate:
+    """Pads waveforms and maps phonemes to ids 1..P (0 is the CTC blank); phonemes outside the inventory are left
+    out of the CTC targets but kept in the references, so they count as errors."""
+
+    def __init__(self, phonemes: Sequence[str]) -> None:
+        self.index = {p: i + 1 for i, p in enumerate(phonemes)}
+
+    def __call__(self, samples: list[PhonemeSample]) -> PhonemeBatch:
+        targets = [torch.tensor([self.index[p] for p in s.phonemes if p in self.index], dtype=torch.long) for s in samples]
+        return PhonemeBatch(
+            pad_sequence([s.audio for s in samples], batch_first=True),
+            torch.tensor([s.audio.shape[0] for s in samples]),
+            pad_sequence(targets, batch_first=True) if targets else torch.zeros(0, 0, dtype=torch.long),
+            torch.tensor([len(t) for t in targets]),
+            [list(s.phonemes) for s in samples],
+            [s.utt_id for s in samples],
+        )
+
+
+class PhonemeDataModule(pl.LightningDataModule):
+    """Speech with phoneme labels.
+
+    Args:
+        train_manifest: JSONL manifest for training ({"audio": ..., "phonemes" or "text": ...} per line);
+            unset (and no timit_root) = the generated espeak corpus.
+        val_manifest: JSONL manifest for validation.
+        test_manifest: JSONL manifest for testing.
+        timit_root: the TIMIT corpus folder (TRAIN/, TEST/); labels are the 61 phones, scored folded to 39.
+        predict_dir: folder of audio files to transcribe with `rnnsuite predict`.
+        skip_oov: manifests with "text": skip lines with words missing from the CMU dictionary instead of failing.
+        sample_rate: audio is resampled to this rate (Hz).
+        batch_size: utterances per batch (batched by similar length).
+        num_workers: DataLoader worker processes.
+        num_train_utterances: generated training utterances.
+        num_val_utterances: generated validation utterances.
+        num_test_utterances: generated test utterances.
+        voices: espeak-ng accents every split draws from.
+        train_variants: espeak-ng voice variants (speakers) of the training split ("" = the accent's own voice).
+        val_variants: variants of the validation split; must not occur in training.
+        test_variants: variants of the test split; must not occur in training or validation.
+        rate_range: speaking rate range (words per minute), drawn per utterance.
+        pitch_range: pitch range (0..100), drawn per utterance.
+        seed: seed of the generated corpus.
+        phonemes: use this phoneme inventory instead of the training labels' (set from a checkpoint when evaluating).
+        phoneme_folding: phoneme -> scoring phoneme ("" drops it); default 61 -> 39 for TIMIT, none otherwise.
+    """
+
+    def __init__(
+        self,
+        train_manifest: str | None = None,
+        val_manifest: str | None = None,
+        test_manifest: str | None = None,
+        timit_root: str | None = None,
+        predict_dir: str | None = None,
+        skip_oov: bool = False,
+        sample_rate: int = 16000,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        num_train_utterances: int = 4000,
+        num_val_utterances: int = 200,
+        num_test_utterances: int = 400,
+        voices: list[str] = ["en-us", "en-us-nyc", "en"],  # noqa: B006 - jsonargparse needs a literal default
+        train_variants: list[str] = ["", "m1", "m2", "m3", "m4", "m5", "m8", "f1", "f2", "f3", "john", "steph"],  # noqa: B006
+        val_variants: list[str] = ["m6", "f4"],  # noqa: B006
+        test_variants: list[str] = ["m7", "f5"],  # noqa: B006
+        rate_range: tuple[int, int] = (140, 200),
+        pitch_range: tuple[int, int] = (25, 75),
+        seed: int = 0,
+        phonemes: list[str] | None = None,
+        phoneme_folding: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.predict_dir, self.sample_rate = predict_dir, sample_rate
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.datasets: dict[str, Dataset] = {}
+        self.records: dict[str, list[SpeechRecord]] = {}
+        self._corpus_args: tuple | None = None
+        self._corpus: dict[str, list[dict]] | None = None
+        if timit_root is not None:
+            self.records = read_timit(timit_root)
+            default_folding = TIMIT_61_TO_39
+        elif train_manifest is not None:
+            for split, path in (("train", train_manifest), ("val", val_manifest), ("test", test_manifest)):
+                if path is not None:
+                    self.records[split], skipped = read_manifest(path, skip_oov)
+                    if skipped:
+                        print(f"{path}: skipped {skipped} utterances with words missing from the CMU dictionary")
+            default_folding = None
+        elif val_manifest is not None or test_manifest is not None:
+            raise ValueError("--data.val_manifest/--data.test_manifest need --data.train_manifest too")
+        else:
+            train_set = set(train_variants)
+            if train_set & set(val_variants) or train_set & set(test_variants) or set(val_variants) & set(test_variants):
+                raise ValueError("train_variants, val_variants and test_variants must be disjoint (unseen speakers)")
+            counts = {"train": num_train_utterances, "val": num_val_utterances, "test": num_test_utterances}
+            variants = {"train": train_variants, "val": val_variants, "test": test_variants}
+            self._corpus_args = (counts, voices, variants, tuple(rate_range), tuple(pitch_range), sample_rate, seed)
+            default_folding = None
+        if phonemes:  # e.g. adopted from a checkpoint: `predict` then never needs to generate the corpus
+            self.phonemes = list(phonemes)
+        else:
+            train_labels = ([it["phonemes"] for it in self.corpus["train"]] if self._corpus_args is not None
+                            else [r.phonemes for r in self.records.get("train", [])])
+            self.phonemes = sorted({p for labels in train_labels for p in labels})
+        self.phoneme_folding = phoneme_folding if phoneme_folding is not None else default_folding
+
+    @property
+    def corpus(self) -> dict[str, list[dict]]:
+        """The generated espeak corpus ({split: utterances}), generated or loaded from the cache on first use."""
+        if self._corpus is None:
+            if self._corpus_args is None:
+                raise ValueError("this datamodule reads manifests/TIMIT; it has no generated corpus")
+            self._corpus = generate_corpus(*self._corpus_args)
+        return self._corpus
+
+    def _dataset(self, split: str) -> Dataset:
+        if split not in self.datasets:
+            if split == "predict":
+                if self.predict_dir is None:
+                    raise ValueError("rnnsuite predict needs --data.predict_dir DIR (a folder of audio files)")
+                paths = list_audio_files(self.predict_dir)
+                if not paths:
+                    raise FileNotFoundError(f"no audio files in --data.predict_dir {self.predict_dir}")
+                records = [SpeechRecord(p, [], os.path.basename(p)) for p in paths]
+                self.datasets[split] = FileDataset(records, self.sample_rate)
+            elif self._corpus_args is not None:
+                self.datasets[split] = GeneratedDataset(self.corpus[split], split)
+            else:
+                if split not in self.records:
+                    raise ValueError(f"no {split} data: pass --data.{split}_manifest")
+                self.datasets[split] = FileDataset(self.records[split], self.sample_rate)
+        return self.datasets[split]
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self._dataset(split)
+        if isinstance(dataset, GeneratedDataset):
+            lengths = [dataset.num_samples(i) for i in range(len(dataset))]
+            sampler = LengthBucketSampler(lengths, self.batch_size, shuffle=split == "train", seed=self.seed)
+            loader_args = dict(batch_sampler=sampler)
+        else:  # lengths unknown before reading the files
+            loader_args = dict(batch_size=self.batch_size, shuffle=split == "train")
+        return DataLoader(
+            dataset,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=PhonemeCollate(self.phonemes),
+            **loader_args,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
