@@ -6,7 +6,6 @@ import os
 from typing import Any, Callable, Literal
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection

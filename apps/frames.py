@@ -1,0 +1,231 @@
+"""Future-frame prediction (sequence-to-sequence): ConvLSTM encoder-forecaster, MSE/MAE/SSIM/PSNR against
+two trivial baselines (copy the last input frame, predict blank frames) measured in the same run."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from apps.core import SequenceTask, Stage
+from apps.media import log_animation, log_image
+from datamodules.frames import FrameBatch
+from decoders.convlstm import ConvLSTMForecaster
+from decoders.schedules import SamplingSchedule, sampling_probability
+
+_PER_FRAME = ("mse", "mae", "mse_copy_last", "mse_blank", "ssim", "psnr")
+
+
+def frame_errors(pred: Tensor, truth: Tensor, last_input: Tensor) -> dict[str, Tensor]:
+    """(B, T, C, H, W) predictions and truth in [0, 1], (B, C, H, W) last observed frame -> per-sequence (B,) scores.
+
+    Literature convention (ConvLSTM, PredRNN, OpenSTL): squared/absolute error summed over a frame's pixels,
+    averaged over the predicted frames; SSIM and PSNR per frame, averaged likewise.
+    """
+    B, T = pred.shape[:2]
+    per_frame = lambda e: e.flatten(2).sum(-1).mean(1)  # noqa: E731 - (B, T, ...) -> (B,)
+    flat_pred, flat_truth = pred.flatten(0, 1).float(), truth.flatten(0, 1).float()
+    ssim = structural_similarity_index_measure(flat_pred, flat_truth, data_range=1.0, reduction="none")
+    psnr = peak_signal_noise_ratio(flat_pred, flat_truth, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return {
+        "mse": per_frame((pred - truth) ** 2),
+        "mae": per_frame((pred - truth).abs()),
+        "mse_copy_last": per_frame((last_input[:, None] - truth) ** 2),
+        "mse_blank": per_frame(truth**2),
+        "ssim": ssim.view(B, T).mean(1),
+        "psnr": psnr.clamp(max=100.0).view(B, T).mean(1),  # a perfect frame has infinite PSNR: cap it
+    }
+
+
+def to_uint8(frames: Tensor) -> np.ndarray:
+    """(..., C, H, W) in [0, 1] -> (..., H, W, 3) uint8 (gray repeated to RGB)."""
+    pixels = (frames.clamp(0, 1) * 255).round().byte().movedim(-3, -1).cpu().numpy()
+    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
+
+
+def strip(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, gap: int = 2) -> np.ndarray:
+    """(T_in, H, W, 3), (T_out, H, W, 3) x 2 -> one picture: input | truth | prediction, one row each."""
+    T, H, W = max(len(inputs), len(truth)), inputs.shape[1], inputs.shape[2]
+    canvas = np.full((3 * H + 2 * gap, T * (W + gap) - gap, 3), 128, np.uint8)
+    for row, frames in enumerate((inputs, truth, pred)):
+        for t, frame in enumerate(frames):
+            canvas[row * (H + gap) : row * (H + gap) + H, t * (W + gap) : t * (W + gap) + W] = frame
+    return canvas
+
+
+def animation(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 2) -> list[np.ndarray]:
+    """GIF frames: truth on the left, the model on the right (inputs, then its predictions framed in red)."""
+    frames = []
+    for t in range(len(inputs) + len(pred)):
+        left = inputs[t] if t < len(inputs) else truth[t - len(inputs)]
+        right = inputs[t].copy() if t < len(inputs) else pred[t - len(inputs)].copy()
+        if t >= len(inputs):
+            right[:2], right[-2:], right[:, :2], right[:, -2:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+        both = np.concatenate([left, np.full((left.shape[0], 2, 3), 128, np.uint8), right], axis=1)
+        frames.append(both.repeat(scale, axis=0).repeat(scale, axis=1))
+    return frames
+
+
+def save_gif(frames: list[np.ndarray], path: str, ms_per_frame: int = 150) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    tmp = f"{path}.tmp.gif"
+    images[0].save(tmp, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    os.replace(tmp, path)
+
+
+class FramePredictionTask(SequenceTask):
+    """Predict the next `output_frames` frames from `input_frames` observed ones.
+
+    Args:
+        decoder: the forecaster; `frame_channels` is filled in from the data.
+        frame_channels: channels of a frame (from the datamodule).
+        input_frames: observed frames per sequence (from the datamodule).
+        output_frames: predicted frames per sequence (from the datamodule).
+        l1_weight: loss = MSE + l1_weight * L1 (per pixel).
+        context_weight: weight of the next-frame loss over the observed frames (extra signal at no extra cost).
+        sampling_schedule: how the probability of feeding the model its own prediction grows in training:
+            linear, inverse_sigmoid or exponential (evaluation always feeds its own predictions).
+        sampling_start: fraction of training (steps or max_time, whichever is nearer) before which the truth is fed.
+        sampling_end: fraction of training from which the probability is `sampling_max`.
+        sampling_max: final probability of feeding the model's own prediction.
+        num_logged_samples: validation sequences drawn as strips and GIFs each epoch.
+    """
+
+    main_metric = "val/mse"
+    main_metric_mode = "min"
+
+    def __init__(
+        self,
+        decoder: Callable[[int], ConvLSTMForecaster],
+        frame_channels: int = 1,
+        input_frames: int = 10,
+        output_frames: int = 10,
+        l1_weight: float = 0.0,
+        context_weight: float = 1.0,
+        sampling_schedule: SamplingSchedule = "linear",
+        sampling_start: float = 0.0,
+        sampling_end: float = 0.7,
+        sampling_max: float = 1.0,
+        num_logged_samples: int = 4,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.decoder = decoder(frame_channels)
+        self.frame_channels, self.input_frames, self.output_frames = frame_channels, input_frames, output_frames
+        self.l1_weight, self.context_weight = l1_weight, context_weight
+        self.schedule = (sampling_schedule, sampling_start, sampling_end, sampling_max)
+        sampling_probability(0.0, *self.schedule)  # fail at start-up on a bad schedule
+        self.num_logged_samples = num_logged_samples
+        self.metrics = nn.ModuleDict(
+            {stage: nn.ModuleDict({name: MeanMetric() for name in _PER_FRAME}) for stage in ("val", "test")}
+        )
+        self._samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def split(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, C, H, W) -> observed (B, input_frames, ...), future (B, output_frames, ...)."""
+        need = self.input_frames + self.output_frames
+        if frames.shape[1] < need:
+            raise ValueError(f"sequences have {frames.shape[1]} frames; this model needs {need} (input + output frames)")
+        return frames[:, : self.input_frames], frames[:, self.input_frames : need]
+
+    def forward(self, observed: Tensor) -> Tensor:
+        """(B, input_frames, C, H, W) -> (B, output_frames, C, H, W): a rollout on the model's own predictions only."""
+        return self.decoder(observed, self.output_frames).future
+
+    def compute_loss(self, batch: FrameBatch, stage: Stage) -> tuple[Tensor, Tensor | None]:
+        observed, future = self.split(batch.frames)
+        if stage == "train":
+            prob = sampling_probability(self.training_progress(), *self.schedule)
+            self.log("train/sampling_prob", prob, on_step=True, on_epoch=False)
+            forecast = self.decoder(observed, self.output_frames, targets=future, sampling_prob=prob)
+        else:  # evaluation never sees the future frames: they are only compared against
+            forecast = self.decoder(observed, self.output_frames)
+        loss = self.frame_loss(forecast.future, future)
+        if self.context_weight and forecast.context.shape[1]:
+            loss = loss + self.context_weight * self.frame_loss(forecast.context, observed[:, 1:])
+        return loss, forecast.future
+
+    def frame_loss(self, pred: Tensor, truth: Tensor) -> Tensor:
+        loss = F.mse_loss(pred, truth)
+        return loss + self.l1_weight * F.l1_loss(pred, truth) if self.l1_weight else loss
+
+    def update_metrics(self, batch: FrameBatch, outputs: Tensor, stage: Stage) -> None:
+        observed, future = self.split(batch.frames)
+        for name, values in frame_errors(outputs, future, observed[:, -1]).items():
+            self.metrics[stage][name].update(values)
+        if stage == "val" and len(self._samples) < self.num_logged_samples:
+            for obs, true, pred in zip(to_uint8(observed), to_uint8(future), to_uint8(outputs)):
+                if len(self._samples) < self.num_logged_samples:
+                    self._samples.append((obs, true, pred))
+
+    def compute_metrics(self, stage: Stage) -> dict[str, Tensor]:
+        values = {name: metric.compute() for name, metric in self.metrics[stage].items()}
+        for metric in self.metrics[stage].values():
+            metric.reset()
+        values["mse_vs_blank"] = values["mse"] / values["mse_blank"].clamp(min=1e-8)
+        return values
+
+    def on_eval_epoch_end(self, stage: Stage) -> None:
+        if stage == "val" and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            m = self.trainer.callback_metrics  # one line per validation: readable with the progress bar off
+            names = ("mse", "mse_blank", "mse_copy_last", "ssim")
+            if all(f"val/{n}" in m for n in names):
+                print(f"step {self.global_step}: " + ", ".join(f"val/{n} {float(m[f'val/{n}']):.4g}" for n in names), flush=True)
+        if stage == "val" and self._samples and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            folder = os.path.join(self.trainer.default_root_dir, "media")
+            os.makedirs(folder, exist_ok=True)
+            for i, (obs, true, pred) in enumerate(self._samples):
+                log_image(self.logger, f"val/strip_{i}", strip(obs, true, pred), self.global_step, "input | truth | prediction")
+                gif = os.path.join(folder, f"val_step{self.global_step:06d}_{i}.gif")
+                save_gif(animation(obs, true, pred), gif)
+                log_animation(self.logger, f"val/animation_{i}", gif, self.global_step)
+        self._samples = []
+
+    def predict_step(self, batch: FrameBatch, batch_idx: int) -> dict[str, Any]:
+        observed, future = self.split(batch.frames)
+        pred = self(observed)
+        scores = frame_errors(pred, future, observed[:, -1])
+        return {
+            "sequence_ids": batch.sequence_ids,
+            "prediction": (pred.clamp(0, 1) * 255).round().byte().cpu(),
+            "scores": {name: v.cpu() for name, v in scores.items()},
+            "media": [(o, t, p) for o, t, p in zip(to_uint8(observed), to_uint8(future), to_uint8(pred))][
+                : max(0, self.num_logged_samples * 4 - batch_idx * len(pred))
+            ],
+        }
+
+    @staticmethod
+    def write_predictions(outputs: list[dict[str, Any]], path: str) -> str:
+        """A folder (`path` without .json): predictions.npy uint8 (N, T_out, H, W[, C]), strips/GIFs, metrics.json."""
+        folder = path[: -len(".json")] if path.endswith(".json") else path
+        os.makedirs(folder, exist_ok=True)
+        pred = torch.cat([o["prediction"] for o in outputs])  # (N, T, C, H, W)
+        pred = pred[:, :, 0] if pred.shape[2] == 1 else pred.movedim(2, -1)
+        np.save(os.path.join(folder, "predictions.npy"), pred.numpy())
+        scores = {name: torch.cat([o["scores"][name] for o in outputs]) for name in _PER_FRAME}
+        ids = [sid for o in outputs for sid in o["sequence_ids"]]
+        summary = {f"test/{name}": float(v.mean()) for name, v in scores.items()}
+        summary["test/mse_vs_blank"] = summary["test/mse"] / max(summary["test/mse_blank"], 1e-8)
+        summary["num_sequences"] = len(ids)
+        summary["per_sequence"] = {sid: {n: round(float(scores[n][i]), 4) for n in _PER_FRAME} for i, sid in enumerate(ids)}
+        with open(os.path.join(folder, "metrics.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        media = [m for o in outputs for m in o["media"]]
+        for i, (obs, true, p) in enumerate(media):
+            from PIL import Image
+
+            Image.fromarray(strip(obs, true, p)).save(os.path.join(folder, f"strip_{i:03d}.png"))
+            save_gif(animation(obs, true, p), os.path.join(folder, f"sequence_{i:03d}.gif"))
+        return f"{len(ids)} sequences, mse {summary['test/mse']:.2f} (blank {summary['test/mse_blank']:.2f}), {len(media)} strips/GIFs in {folder}"
+
+    def batch_size_of(self, batch: FrameBatch) -> int:
+        return batch.frames.shape[0]

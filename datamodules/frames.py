@@ -1,0 +1,208 @@
+"""Future-frame data: Moving MNIST generated on the fly by default, or frame arrays from .npy/.npz files.
+
+File layouts read by `read_frames`:
+- the standard Moving MNIST file (`mnist_test_seq.npy`): uint8 (T, N, H, W), time first ("tnhw");
+- generic arrays (N, T, H, W) or (N, T, H, W, C) ("nthw"), uint8 in 0..255 or float in [0, 1].
+"auto" takes a 4-D array as time-first when the file is named mnist_test_seq*, or when its first axis is 20
+(the Moving MNIST length) and its second is not; pass npy_layout to say it explicitly.
+"""
+from __future__ import annotations
+
+import os
+from typing import Literal, NamedTuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.moving_mnist import MovingMNIST
+
+Layout = Literal["auto", "tnhw", "nthw"]
+
+
+class FrameBatch(NamedTuple):
+    frames: Tensor          # (B, T, C, H, W) float in [0, 1]
+    sequence_ids: list[str]
+
+
+def _load_array(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"frame file {path} does not exist")
+    if path.endswith(".npz"):
+        with np.load(path) as archive:
+            keys = list(archive.keys())
+            key = "frames" if "frames" in keys else keys[0] if len(keys) == 1 else None
+            if key is None:
+                raise ValueError(f"{path} holds several arrays ({', '.join(keys)}); name the frame array 'frames'")
+            return archive[key]
+    if path.endswith(".npy"):
+        return np.load(path, mmap_mode="r")
+    raise ValueError(f"{path}: frame files must be .npy or .npz arrays")
+
+
+def read_frames(path: str, layout: Layout = "auto") -> np.ndarray:
+    """A frame file -> (N, T, H, W, C) array, uint8 or float in [0, 1] (not yet scaled)."""
+    array = _load_array(path)
+    if array.ndim not in (4, 5):
+        raise ValueError(
+            f"{path}: frame array has shape {array.shape}; expected (T, N, H, W) (Moving MNIST file), "
+            "(N, T, H, W) or (N, T, H, W, C)"
+        )
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{path}: frames have dtype {array.dtype}; save them as uint8 (0..255) or float in [0, 1]")
+    if np.issubdtype(array.dtype, np.floating):
+        lo, hi = float(array.min()), float(array.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{path}: float frames range over [{lo:g}, {hi:g}]; scale them to [0, 1] (or save uint8)")
+    if array.ndim == 4:
+        if layout == "auto":
+            named = os.path.basename(path).startswith("mnist_test_seq")
+            layout = "tnhw" if named or (array.shape[0] == 20 and array.shape[1] != 20) else "nthw"
+        if layout == "tnhw":
+            array = array.swapaxes(0, 1)
+        array = array[..., None]
+    elif layout == "tnhw":
+        raise ValueError(f"{path}: npy_layout='tnhw' is for 4-D (T, N, H, W) arrays; this one has shape {array.shape}")
+    if array.shape[-1] not in (1, 3):
+        raise ValueError(f"{path}: frames of shape {array.shape} have {array.shape[-1]} channels in the last axis; expected 1 or 3")
+    return array
+
+
+class ArrayFrames(Dataset):
+    """(N, T, H, W, C) frames -> (T, C, H, W) float tensors in [0, 1]."""
+
+    def __init__(self, array: np.ndarray, name: str) -> None:
+        self.array, self.name = array, name
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, str]:
+        clip = torch.from_numpy(np.ascontiguousarray(self.array[i])).permute(0, 3, 1, 2)  # (T, C, H, W)
+        return (clip.float() / 255.0 if clip.dtype == torch.uint8 else clip.float()), f"{self.name}:{i}"
+
+
+class GeneratedFrames(Dataset):
+    def __init__(self, source: MovingMNIST) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, str]:
+        clip = torch.from_numpy(self.source[i])[:, None].float() / 255.0  # (T, 1, H, W)
+        return clip, f"moving_mnist_{self.source.split}:{i}"
+
+
+def collate_frames(samples: list[tuple[Tensor, str]]) -> FrameBatch:
+    return FrameBatch(torch.stack([clip for clip, _ in samples]), [sid for _, sid in samples])
+
+
+class FramesDataModule(pl.LightningDataModule):
+    """Frame sequences for future-frame prediction: the first `input_frames` are seen, the next `output_frames` predicted.
+
+    Args:
+        train_npy: training frames (.npy/.npz, see the module docstring); unset = generated Moving MNIST.
+        val_npy: validation frames; unset = the last `num_val_sequences` of train_npy, or generated.
+        test_npy: test (and predict) frames, e.g. the standard mnist_test_seq.npy; unset = generated.
+        npy_layout: auto, tnhw (time first, the Moving MNIST file) or nthw (sequence first).
+        input_frames: observed frames per sequence (stored in checkpoints; evaluation adopts the checkpoint's).
+        output_frames: predicted frames per sequence (likewise).
+        batch_size: sequences per batch.
+        num_workers: DataLoader worker processes (generation is cheap: 0 is fine).
+        num_train_sequences: generated training sequences per epoch (each one fresh).
+        num_val_sequences: generated (or held-out) validation sequences.
+        num_test_sequences: generated test sequences.
+        num_digits: digits per generated sequence.
+        frame_size: generated canvas size (pixels).
+        seed: seed of the generated val/test sequences.
+    """
+
+    def __init__(
+        self,
+        train_npy: str | None = None,
+        val_npy: str | None = None,
+        test_npy: str | None = None,
+        npy_layout: Layout = "auto",
+        input_frames: int = 10,
+        output_frames: int = 10,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        num_train_sequences: int = 10000,
+        num_val_sequences: int = 256,
+        num_test_sequences: int = 1000,
+        num_digits: int = 2,
+        frame_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.paths = {"train": train_npy, "val": val_npy, "test": test_npy}
+        self.npy_layout, self.input_frames, self.output_frames = npy_layout, input_frames, output_frames
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.counts = {"train": num_train_sequences, "val": num_val_sequences, "test": num_test_sequences}
+        self.num_digits, self.frame_size, self.seed = num_digits, frame_size, seed
+        self.arrays: dict[str, np.ndarray] = {}
+        for split, path in self.paths.items():
+            if path is not None:  # read now: frame_channels must be known before the model is built
+                self.arrays[split] = self._checked(read_frames(path, npy_layout), path)
+        if "train" in self.arrays and "val" not in self.arrays:
+            n_val = min(num_val_sequences, len(self.arrays["train"]) // 10)
+            if n_val == 0:
+                raise ValueError(f"{train_npy}: too few sequences to hold out validation ones; pass --data.val_npy")
+            self.arrays["train"], self.arrays["val"] = self.arrays["train"][:-n_val], self.arrays["train"][-n_val:]
+        channels = {a.shape[-1] for a in self.arrays.values()} or {1}
+        if len(channels) > 1:
+            raise ValueError(f"the frame files mix 1- and 3-channel frames ({self.paths}); use one kind throughout")
+        self.frame_channels = channels.pop()
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def seq_len(self) -> int:
+        return self.input_frames + self.output_frames
+
+    def _checked(self, array: np.ndarray, path: str) -> np.ndarray:
+        if array.shape[1] < self.seq_len:
+            raise ValueError(
+                f"{path}: sequences have {array.shape[1]} frames, fewer than input_frames + output_frames = "
+                f"{self.input_frames} + {self.output_frames}; lower --data.output_frames or use longer clips"
+            )
+        return array[:, : self.seq_len]
+
+    def _dataset(self, split: str) -> Dataset:
+        if split not in self.datasets:
+            if split in self.arrays:
+                self.datasets[split] = ArrayFrames(self.arrays[split], os.path.basename(self.paths[split] or self.paths["train"]))
+            else:
+                if self.frame_channels != 1:
+                    raise ValueError(
+                        f"no {split} frames: the files have {self.frame_channels} channels but generated Moving MNIST "
+                        f"is gray; pass --data.{split}_npy"
+                    )
+                self.datasets[split] = GeneratedFrames(
+                    MovingMNIST(split, self.counts[split], self.seq_len, self.num_digits, self.frame_size, seed=self.seed)
+                )
+        return self.datasets[split]
+
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(
+            self._dataset(split),
+            batch_size=self.batch_size,
+            shuffle=split == "train" and split in self.arrays,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_frames,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

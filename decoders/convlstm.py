@@ -1,0 +1,196 @@
+"""ConvLSTM (Shi et al. 2015) and an encoder-forecaster that predicts future video frames.
+
+The forecaster works on a coarse grid: a frame (C, H, W) is folded into patches (space-to-depth, "patch size 4"
+in PredRNN/OpenSTL) and embedded by a convolution, stacked ConvLSTM layers step over time on that grid, and a
+convolution plus depth-to-space turns the top hidden state back into a frame in [0, 1] (sigmoid).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+# One layer's state: (h, c), each (B, hidden, h, w).
+CellState = tuple[Tensor, Tensor]
+
+
+class ConvLSTMCell(nn.Module):
+    """An LSTM whose gates are convolutions: all four gates come from ONE convolution over [x, h].
+
+    x (B, in_channels, h, w), state (h, c) each (B, hidden_channels, h, w) or None (zeros)
+    -> new (h, c). No peephole terms (as in PredRNN/OpenSTL's ConvLSTM).
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"ConvLSTMCell needs an odd kernel_size (same padding), got {kernel_size}")
+        self.hidden_channels = hidden_channels
+        self.conv = nn.Conv2d(in_channels + hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2)
+        with torch.no_grad():  # forget gate starts open, so the cell state carries over time from the first step
+            self.conv.bias[hidden_channels : 2 * hidden_channels].fill_(1.0)
+
+    def initial_state(self, x: Tensor) -> CellState:
+        B, _, H, W = x.shape
+        zeros = x.new_zeros(B, self.hidden_channels, H, W)
+        return zeros, zeros
+
+    def forward(self, x: Tensor, state: CellState | None = None) -> CellState:
+        h, c = self.initial_state(x) if state is None else state
+        gates = self.conv(torch.cat([x, h], dim=1))  # (B, 4 * hidden, h, w)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+
+class ConvLSTM(nn.Module):
+    """Stacked ConvLSTM cells; layer k reads layer k-1's h. `step` advances one time step, `forward` a sequence."""
+
+    def __init__(self, in_channels: int, hidden_channels: list[int], kernel_size: int = 3) -> None:
+        super().__init__()
+        if not hidden_channels:
+            raise ValueError("ConvLSTM needs at least one entry in `hidden_channels`")
+        ins = [in_channels, *hidden_channels[:-1]]
+        self.cells = nn.ModuleList(ConvLSTMCell(i, h, kernel_size) for i, h in zip(ins, hidden_channels))
+        self.out_channels = hidden_channels[-1]
+
+    def step(self, x: Tensor, states: list[CellState] | None = None) -> tuple[Tensor, list[CellState]]:
+        """x (B, C, h, w) -> top-layer h (B, hidden[-1], h, w) and the new per-layer states."""
+        new_states = []
+        for k, cell in enumerate(self.cells):
+            x, c = cell(x, None if states is None else states[k])
+            new_states.append((x, c))
+        return x, new_states
+
+    def forward(self, x: Tensor, states: list[CellState] | None = None) -> tuple[Tensor, list[CellState]]:
+        """x (B, T, C, h, w) -> top-layer outputs (B, T, hidden[-1], h, w) and the final per-layer states."""
+        outputs = []
+        for t in range(x.shape[1]):
+            out, states = self.step(x[:, t], states)
+            outputs.append(out)
+        return torch.stack(outputs, dim=1), states
+
+
+class Forecast(NamedTuple):
+    future: Tensor   # (B, T_out, C, H, W) predicted future frames in [0, 1]
+    context: Tensor  # (B, T_in - 1, C, H, W) next-frame predictions made while reading the observed frames
+
+
+class ConvLSTMForecaster(nn.Module):
+    """Encoder-forecaster for future frames: patch encoder -> stacked ConvLSTM -> patch decoder, one frame per step.
+
+    Step t reads frame t and predicts frame t+1. Over the observed frames the input is always the truth; over the
+    future it is the model's own previous prediction, except that in training (`targets` given) each sample
+    takes the true frame instead with probability 1 - `sampling_prob` (scheduled sampling). Without `targets`
+    nothing but the observed frames is read.
+
+    Args:
+        frame_channels: channels of a frame (1 gray, 3 RGB); set from the data.
+        patch_size: frames are folded into (C * p * p, H / p, W / p) before the encoder (space-to-depth).
+        embed_channels: width of the frame embedding the ConvLSTM reads.
+        hidden_channels: hidden channels of each ConvLSTM layer.
+        kernel_size: kernel of the ConvLSTM gate convolution.
+        encoder_kernel_size: kernel of the embedding convolution (and of the output convolution).
+        advection_kernel: size k of the kernels that move the last frame's pixels (0: draw pixels only).
+        num_advection_kernels: kernels (moved copies of the last frame) per sequence.
+    """
+
+    def __init__(
+        self,
+        frame_channels: int = 1,
+        patch_size: int = 4,
+        embed_channels: int = 64,
+        hidden_channels: list[int] = [64, 64],  # noqa: B006 - jsonargparse needs a literal default
+        kernel_size: int = 3,
+        encoder_kernel_size: int = 3,
+        advection_kernel: int = 9,
+        num_advection_kernels: int = 4,
+    ) -> None:
+        super().__init__()
+        if advection_kernel and advection_kernel % 2 == 0:
+            raise ValueError(f"advection_kernel must be odd (or 0 to turn advection off), got {advection_kernel}")
+        self.frame_channels, self.patch_size = frame_channels, patch_size
+        self.k, self.n = advection_kernel, num_advection_kernels if advection_kernel else 0
+        folded = frame_channels * patch_size**2
+        pad = encoder_kernel_size // 2
+        self.encoder = nn.Sequential(
+            nn.PixelUnshuffle(patch_size),  # (B, C, H, W) -> (B, C p^2, H/p, W/p)
+            nn.Conv2d(folded, embed_channels, encoder_kernel_size, padding=pad),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.rnn = ConvLSTM(embed_channels, hidden_channels, kernel_size)
+        hidden = self.rnn.out_channels
+        # Per grid cell: C p^2 pixel logits, and with advection (n + 1) p^2 mask logits (n moved frames + drawn).
+        self.split = [folded] + ([(self.n + 1) * patch_size**2] if self.n else [])
+        self.head = nn.Conv2d(hidden, sum(self.split), encoder_kernel_size, padding=pad)
+        if self.n:
+            self.kernel_head = nn.Linear(2 * hidden, self.n * self.k**2)  # from mean- and max-pooled h
+            with torch.no_grad():  # start by trusting the moved frames more than the drawn one
+                self.head.bias[folded + self.n * patch_size**2 :].fill_(-2.0)
+
+    def decode(self, h: Tensor, frame: Tensor) -> Tensor:
+        """Top hidden state (B, hidden, H/p, W/p) and the frame just read (B, C, H, W) -> next frame (B, C, H, W).
+
+        Pixels are drawn by a convolution + depth-to-space + sigmoid. With advection (CDNA, Finn et al. 2016)
+        the state also predicts n softmax k x k kernels per sequence, each of which moves the whole frame just read
+        (a translation, a blur), and per-pixel masks that compose the n moved frames and the drawn one: motion is a
+        copy, so digits move instead of fading, and every output is a convex mix that stays in [0, 1].
+        """
+        raw = self.head(h).split(self.split, dim=1)
+        p = self.patch_size
+        drawn = torch.sigmoid(F.pixel_shuffle(raw[0], p))  # (B, C, H, W); bounded: safe to feed back
+        if not self.n:
+            return drawn
+        B, C, H, W = frame.shape
+        masks = F.pixel_shuffle(raw[1], p).softmax(dim=1)  # (B, n + 1, H, W)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 2 hidden)
+        kernels = self.kernel_head(pooled).view(B, 1, self.n, self.k**2).softmax(dim=-1)  # (B, 1, n, k*k)
+        weight = kernels.expand(B, C, self.n, self.k**2).reshape(B * C * self.n, 1, self.k, self.k)
+        # One group per (sequence, channel): each sequence's frame is moved by its own n kernels.
+        moved = F.conv2d(frame.reshape(1, B * C, H, W), weight, padding=self.k // 2, groups=B * C)
+        moved = moved.view(B, C, self.n, H, W)
+        return (moved * masks[:, None, : self.n]).sum(dim=2) + drawn * masks[:, None, self.n]
+
+    def check_frames(self, frames: Tensor) -> None:
+        if frames.ndim != 5 or frames.shape[2] != self.frame_channels:
+            raise ValueError(
+                f"expected frames (B, T, {self.frame_channels}, H, W), got {tuple(frames.shape)}; the model was built "
+                f"for {self.frame_channels}-channel frames"
+            )
+        H, W = frames.shape[-2:]
+        if H % self.patch_size or W % self.patch_size:
+            raise ValueError(f"frame size {H}x{W} is not divisible by patch_size={self.patch_size}; resize or crop the frames")
+
+    def forward(
+        self,
+        frames: Tensor,
+        future_len: int,
+        targets: Tensor | None = None,
+        sampling_prob: float = 1.0,
+    ) -> Forecast:
+        """frames (B, T_in, C, H, W) observed, targets (B, future_len, C, H, W) truth for teacher forcing or None."""
+        self.check_frames(frames)
+        B, T_in = frames.shape[:2]
+        if targets is not None and targets.shape[1] < future_len - 1:
+            raise ValueError(f"teacher forcing needs {future_len - 1} target frames, got {targets.shape[1]}")
+        # The observed frames are all known up front: embed them in one batched call.
+        observed = self.encoder(frames.flatten(0, 1)).unflatten(0, (B, T_in))  # (B, T_in, E, h, w)
+        states = None
+        predictions = []
+        for t in range(T_in + future_len - 1):
+            if t < T_in:
+                frame, x = frames[:, t], observed[:, t]
+            else:
+                frame = predictions[-1]  # the model's prediction of frame t
+                if targets is not None and sampling_prob < 1.0:
+                    use_own = torch.rand(B, 1, 1, 1, device=frame.device) < sampling_prob
+                    frame = torch.where(use_own, frame, targets[:, t - T_in])
+                x = self.encoder(frame)
+            h, states = self.rnn.step(x, states)
+            predictions.append(self.decode(h, frame))  # prediction of frame t + 1
+        out = torch.stack(predictions, dim=1)  # (B, T_in - 1 + future_len, C, H, W)
+        return Forecast(future=out[:, T_in - 1 :], context=out[:, : T_in - 1])

@@ -1,0 +1,96 @@
+import pytest
+import torch
+from torch import nn
+
+from decoders.convlstm import ConvLSTM, ConvLSTMCell, ConvLSTMForecaster
+from decoders.schedules import sampling_probability
+
+
+def test_cell_computes_all_gates_with_one_convolution_and_keeps_shapes():
+    cell = ConvLSTMCell(3, 5, kernel_size=3)
+    convs = [m for m in cell.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 and convs[0].in_channels == 3 + 5 and convs[0].out_channels == 4 * 5
+    h, c = cell(torch.randn(2, 3, 6, 7))
+    assert h.shape == c.shape == (2, 5, 6, 7)
+    assert h.abs().max() < 1  # h = o * tanh(c)
+
+
+def test_cell_none_state_equals_zero_state_and_state_is_used():
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(2, 4)
+    x = torch.randn(3, 2, 5, 5)
+    zeros = (torch.zeros(3, 4, 5, 5), torch.zeros(3, 4, 5, 5))
+    assert all(torch.equal(a, b) for a, b in zip(cell(x), cell(x, zeros)))
+    other = (torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5))
+    assert not torch.allclose(cell(x)[0], cell(x, other)[0])
+
+
+def test_stack_over_a_sequence_equals_two_halves_with_carried_state():
+    torch.manual_seed(0)
+    rnn = ConvLSTM(2, [4, 6], kernel_size=3)
+    x = torch.randn(2, 6, 2, 5, 5)
+    out, states = rnn(x)
+    assert out.shape == (2, 6, 6, 5, 5)
+    assert [s[0].shape[1] for s in states] == [4, 6]
+    first, mid = rnn(x[:, :3])
+    second, end = rnn(x[:, 3:], mid)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), out)
+    torch.testing.assert_close(end[-1][1], states[-1][1])
+    fresh, _ = rnn(x[:, 3:])  # without the carried state the second half differs
+    assert not torch.allclose(fresh, second)
+
+
+@pytest.mark.parametrize("advection_kernel", [0, 5])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_forecaster_shapes_and_range(advection_kernel, channels):
+    torch.manual_seed(0)
+    model = ConvLSTMForecaster(channels, patch_size=4, embed_channels=8, hidden_channels=[8, 8], advection_kernel=advection_kernel)
+    frames = torch.rand(2, 5, channels, 16, 24)
+    out = model(frames, future_len=3)
+    assert out.future.shape == (2, 3, channels, 16, 24)
+    assert out.context.shape == (2, 4, channels, 16, 24)
+    assert out.future.min() >= 0 and out.future.max() <= 1
+
+
+def test_forecaster_refuses_wrong_channels_and_indivisible_sizes():
+    model = ConvLSTMForecaster(1, patch_size=4, embed_channels=4, hidden_channels=[4])
+    with pytest.raises(ValueError, match="1-channel"):
+        model(torch.rand(1, 3, 3, 16, 16), 2)
+    with pytest.raises(ValueError, match="not divisible by patch_size=4"):
+        model(torch.rand(1, 3, 1, 18, 16), 2)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "inverse_sigmoid", "exponential"])
+def test_sampling_schedule_meets_its_ends_and_grows(schedule):
+    assert sampling_probability(0.0, schedule) == pytest.approx(0.0, abs=1e-9)
+    assert sampling_probability(1.0, schedule) == pytest.approx(1.0)
+    assert sampling_probability(0.2, schedule, start=0.3, end=0.6) == 0.0
+    assert sampling_probability(0.6, schedule, start=0.3, end=0.6, max_prob=0.8) == pytest.approx(0.8)
+    assert sampling_probability(0.9, schedule, start=0.3, end=0.6, max_prob=0.8) == pytest.approx(0.8)
+    values = [sampling_probability(p / 20, schedule) for p in range(21)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert 0.0 < sampling_probability(0.5, schedule) < 1.0
+
+
+def test_sampling_schedules_differ_in_shape_and_bad_ones_are_refused():
+    early = {s: sampling_probability(0.2, s) for s in ("linear", "inverse_sigmoid", "exponential")}
+    assert early["inverse_sigmoid"] < early["linear"] < early["exponential"]
+    with pytest.raises(ValueError, match="start < end"):
+        sampling_probability(0.5, "linear", start=0.5, end=0.5)
+    with pytest.raises(ValueError, match="unknown sampling schedule"):
+        sampling_probability(0.5, "cosine")
+
+
+def test_rollout_reads_no_ground_truth_but_teacher_forcing_does():
+    torch.manual_seed(0)
+    model = ConvLSTMForecaster(1, patch_size=4, embed_channels=8, hidden_channels=[8]).eval()
+    observed, truth = torch.rand(2, 4, 1, 16, 16), torch.rand(2, 3, 1, 16, 16)
+    with torch.no_grad():
+        rollout = model(observed, 3).future
+        own = model(observed, 3, targets=truth, sampling_prob=1.0).future
+        forced = model(observed, 3, targets=truth, sampling_prob=0.0).future
+        forced_other = model(observed, 3, targets=torch.rand_like(truth), sampling_prob=0.0).future
+    torch.testing.assert_close(own, rollout)  # probability 1: the truth is never read
+    torch.testing.assert_close(forced[:, 0], rollout[:, 0])  # the first future frame follows the observed ones only
+    assert not torch.allclose(forced[:, 1:], rollout[:, 1:])  # teacher forcing does read it ...
+    assert not torch.allclose(forced[:, 1:], forced_other[:, 1:])  # ... so this test could see a leak
