@@ -2,10 +2,12 @@
 from encoders.base import Encoded, Encoder, get_encoder_class, lengths_to_mask, list_encoders, register_encoder
 from encoders.audio import LogMelEncoder
 from encoders.image import ResNetEncoder, SmallCNNEncoder
+from encoders.video import FrameEncoder
 
 __all__ = [
     "Encoded",
     "Encoder",
+    "FrameEncoder",
     "LogMelEncoder",
     "ResNetEncoder",
     "SmallCNNEncoder",

@@ -1,0 +1,168 @@
+"""Video activity classification (many-to-one): a CNN on every frame -> RNN over time -> one class per clip."""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from apps.core import SequenceTask, Stage
+from apps.media import log_image
+from datamodules.activity import ClipBatch
+from encoders.base import Encoder
+
+
+class VideoAccuracy(Metric):
+    """Accuracy after averaging the class probabilities of all clips that share a video id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("probs", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+        self.add_state("videos", default=[], dist_reduce_fx="cat")
+        self._ids: dict[str, int] = {}
+
+    def update(self, probs: Tensor, targets: Tensor, video_ids: list[str]) -> None:
+        index = [self._ids.setdefault(v, len(self._ids)) for v in video_ids]
+        self.probs.append(probs)
+        self.targets.append(targets)
+        self.videos.append(torch.tensor(index, device=probs.device))
+
+    def compute(self) -> Tensor:
+        states = (self.probs, self.targets, self.videos)
+        probs, targets, videos = (torch.cat(s) if isinstance(s, list) else s for s in states)  # lists until synced
+        n = int(videos.max()) + 1
+        summed = probs.new_zeros(n, probs.shape[1]).index_add_(0, videos, probs)  # (videos, C)
+        truth = targets.new_zeros(n).scatter_(0, videos, targets)
+        return (summed.argmax(1) == truth).float().mean()
+
+    def reset(self) -> None:
+        super().reset()
+        self._ids = {}
+
+
+def draw_confusion_matrix(matrix: np.ndarray, class_names: list[str], cell: int = 28) -> np.ndarray:
+    """(C, C) counts (rows = true class) -> (H, W, 3) uint8 picture, rows normalised, counts in the cells."""
+    C = len(class_names)
+    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    font = ImageFont.load_default()
+    label_w = 8 + 6 * max(len(n) for n in class_names)
+    img = Image.new("RGB", (label_w + C * cell + 4, label_w + C * cell + 4), "white")
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(class_names):
+        draw.text((2, label_w + i * cell + cell // 2 - 5), name, fill="black", font=font)  # true class, rows
+        column = Image.new("RGB", (label_w, cell), "white")
+        ImageDraw.Draw(column).text((2, cell // 2 - 5), name, fill="black", font=font)
+        img.paste(column.rotate(90, expand=True), (label_w + i * cell, 0))  # predicted class, columns
+    for i in range(C):
+        for j in range(C):
+            shade = int(255 * (1 - rates[i, j]))
+            colour = (shade, shade, 255) if i == j else (255, shade, shade)
+            x, y = label_w + j * cell, label_w + i * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline=(200, 200, 200))
+            if matrix[i, j]:
+                ink = "black" if shade > 110 else "white"
+                draw.text((x + 3, y + cell // 2 - 5), str(int(matrix[i, j])), fill=ink, font=font)
+    return np.asarray(img)
+
+
+class ActivityTask(SequenceTask):
+    """Classify video clips: FrameEncoder (a CNN on every frame) -> RNNClassifier (or a no-time baseline).
+
+    Args:
+        encoder: clip encoder, e.g. FrameEncoder around SmallCNNEncoder or ResNetEncoder.
+        decoder: many-to-one head; `in_dim` and `num_classes` are filled in from the encoder and the data.
+        class_names: class labels (from the datamodule; stored in checkpoints so predict needs nothing else).
+        label_smoothing: cross-entropy label smoothing.
+        top_k: how many labels `rnnsuite predict` writes per video (also the k of test/acc_top5).
+    """
+
+    main_metric = "val/acc"
+    main_metric_mode = "max"
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: Callable[[int, int], nn.Module],
+        class_names: list[str] | None = None,
+        label_smoothing: float = 0.0,
+        top_k: int = 5,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        if not class_names:
+            raise ValueError(
+                "ActivityTask needs class names: run it through the CLI with a datamodule, or pass class_names="
+            )
+        self.class_names = list(class_names)
+        num_classes = len(self.class_names)
+        self.encoder = encoder
+        self.decoder = decoder(encoder.out_dim, num_classes)
+        self.label_smoothing, self.top_k = label_smoothing, min(top_k, num_classes)
+        self.metrics = nn.ModuleDict({
+            "val": MetricCollection({
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "confusion": MulticlassConfusionMatrix(num_classes),
+            }),
+            "test": MetricCollection({
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+                "confusion": MulticlassConfusionMatrix(num_classes),
+            }),
+        })
+        self.video_acc = VideoAccuracy()
+
+    def forward(self, frames: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(B, T, C, H, W) clips with (B,) valid lengths -> (B, num_classes) logits."""
+        return self.decoder(self.encoder(frames, lengths))
+
+    def compute_loss(self, batch: ClipBatch, stage: Stage) -> tuple[Tensor, Tensor]:
+        logits = self(batch.frames, batch.lengths)
+        return F.cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing), logits
+
+    def update_metrics(self, batch: ClipBatch, logits: Tensor, stage: Stage) -> None:
+        self.metrics[stage].update(logits, batch.labels)
+        if stage == "test":
+            self.video_acc.update(logits.softmax(-1), batch.labels, batch.video_ids)
+
+    def compute_metrics(self, stage: Stage) -> dict[str, Tensor]:
+        values = self.metrics[stage].compute()
+        self._confusion = values.pop("confusion").cpu().numpy()
+        self.metrics[stage].reset()
+        if stage == "test":
+            values["video_acc"] = self.video_acc.compute()
+            self.video_acc.reset()
+        return values
+
+    def on_eval_epoch_end(self, stage: Stage) -> None:
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            picture = draw_confusion_matrix(self._confusion, self.class_names)
+            caption = "rows: true class, columns: predicted class"
+            log_image(self.logger, f"{stage}/confusion_matrix", picture, self.global_step, caption=caption)
+
+    @torch.no_grad()
+    def predict_step(self, batch: ClipBatch, batch_idx: int) -> dict[str, list[dict[str, float | str]]]:
+        probs = self(batch.frames, batch.lengths).softmax(-1)
+        top = probs.topk(self.top_k, dim=-1)
+        return {
+            video: [{"label": self.class_names[int(c)], "prob": round(float(p), 6)} for p, c in zip(ps, cs)]
+            for video, ps, cs in zip(batch.video_ids, top.values, top.indices)
+        }
+
+    @staticmethod
+    def write_predictions(outputs: list[dict[str, list[dict[str, float | str]]]], path: str) -> str:
+        """Merge per-batch {video file: top-k [{label, prob}]} dicts into one JSON file; returns what was written."""
+        merged = {video: top for batch in outputs for video, top in batch.items()}
+        with open(path, "w") as f:
+            json.dump(merged, f, indent=2, sort_keys=True)
+        return f"top-k labels for {len(merged)} videos"
+
+    def batch_size_of(self, batch: ClipBatch) -> int:
+        return batch.frames.shape[0]

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from decoders.classifier import PooledClassifier, RNNClassifier
+from encoders import Encoded
+
+RNN_SETTINGS = [
+    dict(cell="lstm", pooling="last"),
+    dict(cell="gru", pooling="mean", bidirectional=True),
+    dict(cell="rnn", pooling="attention", num_layers=2, dropout=0.1),
+    dict(cell="lstm", pooling="last", bidirectional=True, num_layers=2),
+]
+
+
+@pytest.mark.parametrize("settings", RNN_SETTINGS)
+def test_padded_steps_do_not_change_the_prediction(settings):
+    torch.manual_seed(0)
+    dec = RNNClassifier(6, 4, hidden_dim=8, **settings).eval()
+    seq = torch.randn(3, 5, 6)
+    lengths = torch.tensor([5, 3, 1])
+    logits = dec(Encoded(seq, lengths))
+    assert logits.shape == (3, 4)
+    noisy = seq.clone()
+    noisy[1, 3:] = 100.0
+    noisy[2, 1:] = -100.0
+    torch.testing.assert_close(dec(Encoded(noisy, lengths)), logits)
+    # each clip alone, cut to its valid steps, gives the same logits as inside the padded batch
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(dec(Encoded(seq[i : i + 1, :n], None))[0], logits[i], atol=1e-5, rtol=1e-5)
+
+
+def test_rnn_classifier_depends_on_order():
+    torch.manual_seed(0)
+    dec = RNNClassifier(6, 4, hidden_dim=8).eval()
+    seq = torch.randn(2, 5, 6)
+    assert not torch.allclose(dec(Encoded(seq, None)), dec(Encoded(seq.flip(1), None)))
+
+
+def test_pooled_classifier_is_order_blind_and_ignores_padding():
+    torch.manual_seed(0)
+    dec = PooledClassifier(6, 4, hidden_dim=8).eval()
+    seq = torch.randn(2, 5, 6)
+    torch.testing.assert_close(dec(Encoded(seq, None)), dec(Encoded(seq.flip(1), None)))
+    lengths = torch.tensor([5, 2])
+    noisy = seq.clone()
+    noisy[1, 2:] = 99.0
+    torch.testing.assert_close(dec(Encoded(seq, lengths)), dec(Encoded(noisy, lengths)))
+    assert PooledClassifier(6, 3)(Encoded(seq[:, :1], None)).shape == (2, 3)
