@@ -6,11 +6,11 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.base import SplitDataModule
 from datamodules import motion_clips
 from datamodules.ucf101 import (
     VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, report_skipped, split_off_validation,
@@ -118,7 +118,7 @@ class VideoFolderDataset(Dataset):
         return ClipSample(to_tensor(frames[idx]), -1, os.path.basename(self.paths[i]))
 
 
-class ActivityDataModule(pl.LightningDataModule):
+class ActivityDataModule(SplitDataModule):
     """Video activity classification data.
 
     Args:
@@ -240,15 +240,3 @@ class ActivityDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_clips,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")

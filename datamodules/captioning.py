@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.base import SplitDataModule
 from datamodules import scenes
 from datamodules.coco import read_coco_captions
 from datamodules.karpathy import CaptionRecord, read_karpathy_json
@@ -121,7 +121,7 @@ class CaptionCollate:
         )
 
 
-class CaptioningDataModule(pl.LightningDataModule):
+class CaptioningDataModule(SplitDataModule):
     """Image captioning data.
 
     Args:
@@ -224,15 +224,3 @@ class CaptioningDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=CaptionCollate(self.vocabulary, self.max_caption_len, random_reference=split == "train"),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")

@@ -12,11 +12,11 @@ import os
 from typing import Literal, NamedTuple
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.base import SplitDataModule
 from datamodules.moving_mnist import MovingMNIST
 
 Layout = Literal["auto", "tnhw", "nthw"]
@@ -100,7 +100,7 @@ def collate_frames(samples: list[tuple[Tensor, str]]) -> FrameBatch:
     return FrameBatch(torch.stack([clip for clip, _ in samples]), [sid for _, sid in samples])
 
 
-class FramesDataModule(pl.LightningDataModule):
+class FramesDataModule(SplitDataModule):
     """Frame sequences for future-frame prediction: the first `input_frames` are seen, the next `output_frames` predicted.
 
     Args:
@@ -186,6 +186,8 @@ class FramesDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def _loader(self, split: str) -> DataLoader:
+        if split == "predict":  # predict rolls out on the test sequences (--data.test_npy)
+            split = "test"
         return DataLoader(
             self._dataset(split),
             batch_size=self.batch_size,
@@ -194,15 +196,6 @@ class FramesDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_frames,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")

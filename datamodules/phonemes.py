@@ -15,12 +15,12 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.base import SplitDataModule
 from datamodules.speech_readers import (
     TIMIT_61_TO_39,
     SpeechRecord,
@@ -209,7 +209,7 @@ class PhonemeCollate:
         )
 
 
-class PhonemeDataModule(pl.LightningDataModule):
+class PhonemeDataModule(SplitDataModule):
     """Speech with phoneme labels.
 
     Args:
@@ -338,16 +338,4 @@ class PhonemeDataModule(pl.LightningDataModule):
             collate_fn=PhonemeCollate(self.phonemes),
             **loader_args,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
 
