@@ -73,10 +73,10 @@ class SequenceTask(pl.LightningModule):
                 "(train/grad_norm in the logs shows the explosion that led here)"
             )
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=self.batch_size_of(batch), sync_dist=stage != "train")
-        if stage == "train" and self._trainer is not None and self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-        else:
+        if stage != "train":
             self.update_metrics(batch, outputs, stage)
+        elif self._trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def batch_size_of(self, batch: Any) -> int:
