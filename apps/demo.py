@@ -59,7 +59,7 @@ def main() -> None:
         if os.path.exists(shipped_ckpt):
             print(f"[{task}] scoring the shipped checkpoint {shipped_ckpt} ...", flush=True)
             shipped = evaluate(config, shipped_ckpt, root, "shipped")[metric]
-        budget = [] if args.full else ["--trainer.max_time", f"00:00:{int(args.minutes)}:{int(args.minutes % 1 * 60):02d}"]
+        budget = [] if args.full else ["--trainer.max_time", f"00:00:{int(args.minutes):02d}:{int(args.minutes % 1 * 60):02d}"]
         print(f"[{task}] training {config} ({'full budget' if args.full else f'{args.minutes} min'}) ...", flush=True)
         start = time.time()
         out = rnnsuite(["fit", "--config", config, "--trainer.default_root_dir", root, "--trainer.logger.save_dir", root,
