@@ -77,3 +77,16 @@ def run_cli(*args: str) -> None:
     from apps.cli import main
 
     main(list(args))
+
+
+def overfit(task: torch.nn.Module, batch, steps: int, lr: float) -> list[float]:
+    """Train `task` on one batch with Adam through its own `compute_loss`; the losses, first to last."""
+    optimizer = torch.optim.Adam(task.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, _ = task.compute_loss(batch, "train")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

@@ -10,7 +10,7 @@ from datamodules.motion_clips import CLASS_NAMES
 from decoders.classifier import RNNClassifier
 from encoders import SmallCNNEncoder
 from encoders.video import FrameEncoder
-from tests.conftest import CONFIGS, TINY_DATA, TINY_TRAINER, run_cli
+from tests.conftest import CONFIGS, TINY_DATA, TINY_TRAINER, overfit, run_cli
 from tests.datamodules.test_activity_data import write_video
 
 CONFIG = str(CONFIGS / "activity.yaml")
@@ -104,14 +104,7 @@ def test_overfitting_one_batch_drives_the_loss_down():
     dm = ActivityDataModule(num_frames=4, image_size=16, num_train_clips=8, num_val_clips=10, num_test_clips=8, batch_size=10)
     task = tiny_task()
     batch = next(iter(dm.val_dataloader()))
-    optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss, _ = task.compute_loss(batch, "train")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit(task, batch, steps=40, lr=3e-3)
     assert losses[-1] < 0.25 * losses[0]
 
 

@@ -10,7 +10,7 @@ from datamodules.captioning import CaptioningDataModule
 from decoders.caption import CaptionDecoder
 from decoders.search import beam_search, sample
 from encoders import SmallCNNEncoder
-from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, run_cli
+from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, overfit, run_cli
 
 CONFIG = str(CONFIGS / "captioning.yaml")
 
@@ -85,14 +85,7 @@ def test_overfitting_one_batch_drives_the_loss_down():
         lr=3e-3,
     )
     batch = next(iter(dm.val_dataloader()))
-    optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss, _ = task.compute_loss(batch, "train")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit(task, batch, steps=60, lr=3e-3)
     assert losses[-1] < 0.25 * losses[0]
 
 

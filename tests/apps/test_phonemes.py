@@ -9,7 +9,7 @@ from datamodules.espeak import Synthesizer
 from datamodules.phonemes import PhonemeBatch, PhonemeDataModule
 from decoders.ctc import CTCDecoder
 from encoders.audio import LogMelEncoder
-from tests.conftest import CONFIGS, TINY_DATA, TINY_TRAINER, run_cli
+from tests.conftest import CONFIGS, TINY_DATA, TINY_TRAINER, overfit, run_cli
 
 CONFIG = str(CONFIGS / "phonemes.yaml")
 TINY_PHONEMES = [
@@ -135,14 +135,7 @@ def test_overfitting_one_batch_drives_the_loss_down():
     task = tiny_task(dm.phonemes)
     batch = next(iter(dm.val_dataloader()))  # evaluation batches come shortest first: the two shortest utterances
     task.encoder.freq_masks = task.encoder.time_masks = 0
-    optimizer = torch.optim.Adam(task.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        loss, _ = task.compute_loss(batch, "train")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit(task, batch, steps=40, lr=1e-2)
     assert losses[-1] < 0.6 * losses[0]
 
 
