@@ -1,12 +1,11 @@
 """Reader for COCO caption annotations (`annotations/captions_train2014.json` etc.) with their image folder."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import defaultdict
 
-from datamodules.karpathy import CaptionRecord
+from datamodules.karpathy import CaptionRecord, load_json
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -18,13 +17,7 @@ def tokenize(caption: str) -> list[str]:
 
 def read_coco_captions(json_path: str, image_dir: str) -> list[CaptionRecord]:
     """COCO captions JSON (`images[].id/file_name`, `annotations[].image_id/caption`) -> one record per image."""
-    try:
-        with open(json_path) as f:
-            data = json.load(f)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"COCO captions file not found: {json_path}") from err
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{json_path}: not valid JSON ({err}); is it a COCO captions_*.json file?") from err
+    data = load_json(json_path, "COCO captions file", "a COCO captions_*.json file")
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ValueError(f"{json_path}: expected 'images' and 'annotations' (COCO captions format)")
     captions: dict[int, list[list[str]]] = defaultdict(list)

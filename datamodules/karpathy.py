@@ -16,19 +16,24 @@ class CaptionRecord:
     image_id: str
 
 
+def load_json(json_path: str, name: str, expected: str, hint: str = "") -> object:
+    """Parse a caption JSON file; a missing or malformed file is an error naming it and what was expected."""
+    try:
+        with open(json_path) as f:
+            return json.load(f)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{name} not found: {json_path}{hint}") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{json_path}: not valid JSON ({err}); is it {expected}?") from err
+
+
 def read_karpathy_json(json_path: str, image_root: str) -> dict[str, list[CaptionRecord]]:
     """Karpathy JSON -> {"train": [...], "val": [...], "test": [...]}.
 
     Each `images[]` entry needs `filename`, `split` and `sentences[].tokens`; `filepath` (e.g. COCO's
     "val2014") is joined between `image_root` and `filename` when present.
     """
-    try:
-        with open(json_path) as f:
-            data = json.load(f)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"Karpathy JSON not found: {json_path}; pass --data.karpathy_json PATH") from err
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{json_path}: not valid JSON ({err}); is it the Karpathy split file?") from err
+    data = load_json(json_path, "Karpathy JSON", "the Karpathy split file", "; pass --data.karpathy_json PATH")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{json_path}: expected an object with an 'images' list (Karpathy split format)")
     splits: dict[str, list[CaptionRecord]] = {"train": [], "val": [], "test": []}
