@@ -1,7 +1,9 @@
 """Video activity classification (many-to-one): a CNN on every frame -> RNN over time -> one class per clip."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from typing import Callable
 
 import numpy as np
@@ -13,38 +15,46 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from apps.core import SequenceTask, Stage
-from apps.media import log_image
-from datamodules.activity import ClipBatch
+from apps.media import log_image, log_video_table, save_gif
+from datamodules.activity import MEAN, STD, ClipBatch
 from encoders.base import Encoder
 
 
+def video_key(video_id: str) -> int:
+    """A video id as a 63-bit integer that is the same in every process, so ranks can merge clips of one video."""
+    return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "little") >> 1
+
+
 class VideoAccuracy(Metric):
-    """Accuracy after averaging the class probabilities of all clips that share a video id."""
+    """Accuracy after averaging the class probabilities of all clips that share a video id.
+
+    Video ids are stored as process-independent hashes, so under DDP the clips of one video that landed on
+    different ranks are still merged after the states are gathered."""
 
     def __init__(self) -> None:
         super().__init__()
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("targets", default=[], dist_reduce_fx="cat")
         self.add_state("videos", default=[], dist_reduce_fx="cat")
-        self._ids: dict[str, int] = {}
 
     def update(self, probs: Tensor, targets: Tensor, video_ids: list[str]) -> None:
-        index = [self._ids.setdefault(v, len(self._ids)) for v in video_ids]
         self.probs.append(probs)
         self.targets.append(targets)
-        self.videos.append(torch.tensor(index, device=probs.device))
+        self.videos.append(torch.tensor([video_key(v) for v in video_ids], dtype=torch.long, device=probs.device))
 
     def compute(self) -> Tensor:
         states = (self.probs, self.targets, self.videos)
         probs, targets, videos = (torch.cat(s) if isinstance(s, list) else s for s in states)  # lists until synced
-        n = int(videos.max()) + 1
-        summed = probs.new_zeros(n, probs.shape[1]).index_add_(0, videos, probs)  # (videos, C)
-        truth = targets.new_zeros(n).scatter_(0, videos, targets)
+        videos, index = videos.unique(return_inverse=True)  # hashes -> 0..V-1
+        summed = probs.new_zeros(len(videos), probs.shape[1]).index_add_(0, index, probs)  # (V, C)
+        truth = targets.new_zeros(len(videos)).scatter_(0, index, targets)
         return (summed.argmax(1) == truth).float().mean()
 
-    def reset(self) -> None:
-        super().reset()
-        self._ids = {}
+
+def to_uint8(frames: Tensor) -> np.ndarray:
+    """(T, 3, H, W) normalised frames -> (T, H, W, 3) uint8 pictures."""
+    pixels = frames.detach().cpu() * STD + MEAN
+    return (pixels.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def draw_confusion_matrix(matrix: np.ndarray, class_names: list[str], cell: int = 28) -> np.ndarray:
@@ -81,6 +91,7 @@ class ActivityTask(SequenceTask):
         class_names: class labels (from the datamodule; stored in checkpoints so predict needs nothing else).
         label_smoothing: cross-entropy label smoothing.
         top_k: how many labels `rnnsuite predict` writes per video (also the k of test/acc_top5).
+        num_logged_clips: validation clips drawn as GIFs with true and predicted labels after each validation.
     """
 
     main_metric = "val/acc"
@@ -93,6 +104,7 @@ class ActivityTask(SequenceTask):
         class_names: list[str] | None = None,
         label_smoothing: float = 0.0,
         top_k: int = 5,
+        num_logged_clips: int = 4,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +130,8 @@ class ActivityTask(SequenceTask):
             }),
         })
         self.video_acc = VideoAccuracy()
+        self.num_logged_clips = num_logged_clips
+        self._clips: list[tuple[np.ndarray, int, int, float]] = []  # (T, H, W, 3) uint8, true, predicted, prob
 
     def forward(self, frames: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B, T, C, H, W) clips with (B,) valid lengths -> (B, num_classes) logits."""
@@ -129,6 +143,11 @@ class ActivityTask(SequenceTask):
 
     def update_metrics(self, batch: ClipBatch, logits: Tensor, stage: Stage) -> None:
         self.metrics[stage].update(logits, batch.labels)
+        if stage == "val" and len(self._clips) < self.num_logged_clips:
+            probs = logits.detach().softmax(-1).max(-1)
+            for frames, length, label, prob, pred in zip(batch.frames, batch.lengths, batch.labels, *probs):
+                if len(self._clips) < self.num_logged_clips:
+                    self._clips.append((to_uint8(frames[:length]), int(label), int(pred), float(prob)))
         if stage == "test":
             self.video_acc.update(logits.softmax(-1), batch.labels, batch.video_ids)
 
@@ -146,6 +165,16 @@ class ActivityTask(SequenceTask):
             picture = draw_confusion_matrix(self._confusion, self.class_names)
             caption = "rows: true class, columns: predicted class"
             log_image(self.logger, f"{stage}/confusion_matrix", picture, self.global_step, caption=caption)
+        if stage == "val" and self._clips and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            folder = os.path.join(self.trainer.default_root_dir, "media")
+            os.makedirs(folder, exist_ok=True)
+            paths, rows = [], []
+            for i, (frames, label, pred, prob) in enumerate(self._clips):
+                paths.append(os.path.join(folder, f"val_step{self.global_step:06d}_clip{i}.gif"))
+                save_gif(list(frames.repeat(2, axis=1).repeat(2, axis=2)), paths[-1], ms_per_frame=200)
+                rows.append([self.class_names[label] if label >= 0 else "(unlabelled)", self.class_names[pred], round(prob, 3)])
+            log_video_table(self.logger, "val/clips", paths, ["true", "predicted", "probability"], rows, self.global_step)
+        self._clips = []
 
     @torch.no_grad()
     def predict_step(self, batch: ClipBatch, batch_idx: int) -> dict[str, list[dict[str, float | str]]]:

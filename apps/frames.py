@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from apps.core import SequenceTask, Stage
-from apps.media import log_animation, log_image
+from apps.media import log_animation, log_image, save_gif
 from datamodules.frames import FrameBatch
 from decoders.convlstm import ConvLSTMForecaster
 from decoders.schedules import SamplingSchedule, sampling_probability
@@ -70,15 +70,6 @@ def animation(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: in
         both = np.concatenate([left, np.full((left.shape[0], 2, 3), 128, np.uint8), right], axis=1)
         frames.append(both.repeat(scale, axis=0).repeat(scale, axis=1))
     return frames
-
-
-def save_gif(frames: list[np.ndarray], path: str, ms_per_frame: int = 150) -> None:
-    from PIL import Image
-
-    images = [Image.fromarray(f) for f in frames]
-    tmp = f"{path}.tmp.gif"
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    os.replace(tmp, path)
 
 
 class FramePredictionTask(SequenceTask):

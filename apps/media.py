@@ -1,6 +1,7 @@
 """Logger-agnostic media logging: wandb tables/images, TensorBoard images/text, nothing for CSV."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -85,3 +86,28 @@ def log_animation(logger: Logger | None, key: str, gif_path: str, step: int) -> 
         import wandb
 
         logger.experiment.log({key: wandb.Video(gif_path, format="gif"), "trainer/global_step": step})
+
+
+def save_gif(frames: list[np.ndarray], path: str, ms_per_frame: int = 150) -> None:
+    """(H, W, 3) uint8 frames -> an animated GIF at `path` (written to a temporary name first, then moved)."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    tmp = f"{path}.tmp.gif"
+    images[0].save(tmp, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    os.replace(tmp, path)
+
+
+def log_video_table(
+    logger: Logger | None, key: str, gif_paths: list[str], columns: list[str], rows: list[list[Any]], step: int
+) -> None:
+    """One row per clip: an animated GIF already on disk plus text columns (TensorBoard gets the text only)."""
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        data = [[wandb.Video(path, format="gif"), *row] for path, row in zip(gif_paths, rows)]
+        logger.log_table(key=key, columns=["clip", *columns], data=data, step=step)
+    elif isinstance(logger, TensorBoardLogger):
+        for i, (path, row) in enumerate(zip(gif_paths, rows)):
+            text = " | ".join(f"{c}: {v}" for c, v in zip(columns, row))
+            logger.experiment.add_text(f"{key}/{i}", f"{text} | clip: {path}", step)

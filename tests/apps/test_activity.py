@@ -119,6 +119,18 @@ def test_video_accuracy_averages_the_clips_of_a_video():
     assert metric.compute().item() == 1.0
 
 
+def test_video_accuracy_merges_clips_of_one_video_seen_by_different_ranks():
+    # Under DDP each rank sees some clips; "cat" sync concatenates the states. Videos must be keyed the same
+    # way in every process: rank 0 sees a then b, rank 1 sees b then a.
+    ranks = [VideoAccuracy(), VideoAccuracy()]
+    ranks[0].update(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 1]), ["a", "b"])
+    ranks[1].update(torch.tensor([[0.4, 0.6], [0.7, 0.3]]), torch.tensor([1, 0]), ["b", "a"])
+    synced = VideoAccuracy()
+    for state in ("probs", "targets", "videos"):
+        setattr(synced, state, [t for rank in ranks for t in getattr(rank, state)])
+    assert synced.compute().item() == 1.0  # a: mean (0.8, 0.2) -> 0; b: mean (0.3, 0.7) -> 1
+
+
 def test_confusion_matrix_picture():
     matrix = np.array([[5, 0, 1], [0, 3, 0], [2, 0, 0]])
     picture = draw_confusion_matrix(matrix, ["left", "right", "a_long_class_name"])

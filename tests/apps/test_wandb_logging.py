@@ -2,7 +2,9 @@
 import glob
 import json
 
-from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, run_cli
+import pytest
+
+from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_DATA, TINY_TRAINER, run_cli
 from tests.wandb_records import history, read_records
 
 
@@ -28,9 +30,27 @@ def test_captioning_run_has_metrics_gradient_norms_and_sample_table(tmp_path, ca
     assert "wandb run: " in out and "wandb sync" in out
 
 
-def test_wandb_artifact_checkpoint_needs_online_mode(monkeypatch):
-    import pytest
+# Per task: (config, metrics, {media key: wandb media type}) that the issue promises in the offline run.
+TASK_MEDIA = [
+    ("activity.yaml", {"val/acc", "val/loss", "train/grad_norm"},
+     {"val/confusion_matrix": "images/separated", "val/clips": "table-file"}),
+    ("phonemes.yaml", {"val/per", "val/loss", "train/grad_norm"}, {"val/samples": "table-file"}),
+    ("frames.yaml", {"val/mse", "val/mse_blank", "val/ssim", "train/grad_norm"},
+     {"val/strip_0": "images/separated", "val/animation_0": "video-file"}),
+]
 
+
+@pytest.mark.parametrize("config, metrics, media", TASK_MEDIA, ids=[c for c, _, _ in TASK_MEDIA])
+def test_every_task_logs_its_metrics_and_media(config, metrics, media, tmp_path):
+    rows = fit_with_wandb(config, tmp_path, *TINY_DATA[config])
+    keys = {k for row in rows for k in row}
+    assert metrics <= keys, metrics - keys
+    for key, kind in media.items():
+        logged = [json.loads(row[f"{key}/_type"]) for row in rows if f"{key}/_type" in row]
+        assert logged and set(logged) == {kind}, (key, logged)
+
+
+def test_wandb_artifact_checkpoint_needs_online_mode(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(RuntimeError, match="needs the wandb API, but WANDB_MODE=offline"):
         run_cli("test", "--config", str(CONFIGS / "captioning.yaml"), *TINY_TRAINER, *TINY_CAPTIONING,
