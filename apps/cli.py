@@ -106,11 +106,17 @@ class RNNSuiteCLI(LightningCLI):
         self._write_metrics()
 
     def after_predict(self) -> None:
+        outputs = self.trainer.predict_loop.predictions  # this process's batches
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.trainer.world_size > 1:
+            # under DDP every rank predicted its own share of the data: rank 0 writes all of it
+            shares = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shares, outputs)
+            outputs = [batch for share in shares for batch in share]
         if not self.trainer.is_global_zero:
             return
         path = self.config.predict.get("predictions") or os.path.join(self.trainer.default_root_dir, "predictions.json")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        what = self.model.write_predictions(self.trainer.predict_loop.predictions, path)
+        what = self.model.write_predictions(outputs, path)
         print(f"predictions ({what}) written to {path}")
 
     def after_fit(self) -> None:

@@ -14,9 +14,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from apps.callbacks import CheckpointOnInterrupt
+from datamodules.bad_samples import SkippedBatch
 
 Stage = Literal["train", "val", "test"]
 
@@ -47,6 +50,8 @@ class SequenceTask(pl.LightningModule):
         super().__init__()
         self.lr, self.weight_decay = lr, weight_decay
         self.optimizer_name, self.scheduler_name, self.warmup_steps = optimizer, scheduler, warmup_steps
+        self._skipped: dict[str, list[str]] = {}  # per stage: samples the collate left out this epoch
+        self.eval_loss = torch.nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})  # states not in checkpoints
 
     # --- what a task provides -------------------------------------------------------------------
     def compute_loss(self, batch: Any, stage: Stage) -> tuple[Tensor, Any]:
@@ -64,7 +69,11 @@ class SequenceTask(pl.LightningModule):
         """Hook for media logging etc. after metrics were computed (val/test only)."""
 
     # --- the shared step ------------------------------------------------------------------------
-    def shared_step(self, batch: Any, stage: Stage, batch_idx: int = 0) -> Tensor:
+    def shared_step(self, batch: Any, stage: Stage, batch_idx: int = 0) -> Tensor | None:
+        # skip mode (--data.on_bad_sample skip): batches carry what their collate left out
+        self._skipped.setdefault(stage, []).extend(getattr(batch, "skipped", ()))
+        if isinstance(batch, SkippedBatch):
+            return None  # every sample was bad: no step (Lightning skips a None training step)
         loss, outputs = self.compute_loss(batch, stage)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -72,7 +81,14 @@ class SequenceTask(pl.LightningModule):
                 f"batch {batch_idx}{self.describe_batch(batch)}; lower --model.lr or set --trainer.gradient_clip_val "
                 "(train/grad_norm in the logs shows the explosion that led here)"
             )
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=self.batch_size_of(batch), sync_dist=stage != "train")
+        batch_size = self.batch_size_of(batch)
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        else:
+            # a Metric, not a tensor: its weighted sum and count are synced, so the epoch loss is right under DDP
+            # even when ranks hold different numbers of samples (Lightning's sync_dist averages rank means)
+            self.eval_loss[stage].update(loss.detach(), weight=batch_size)
+            self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True, batch_size=batch_size)
         if stage != "train":
             self.update_metrics(batch, outputs, stage)
         elif self._trainer is not None and self.trainer.optimizers:
@@ -91,16 +107,39 @@ class SequenceTask(pl.LightningModule):
                 return f" (samples: {shown})"
         return ""
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         return self.shared_step(batch, "train", batch_idx)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         return self.shared_step(batch, "val", batch_idx)
 
-    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         return self.shared_step(batch, "test", batch_idx)
 
+    def report_skipped(self, stage: Stage) -> None:
+        """End of epoch in skip mode: `<stage>/skipped_samples` and one warning listing the bad samples left out
+        (skipped while indexing, kept by the datamodule, plus those skipped while loading, carried by the batches)."""
+        datamodule = self.trainer.datamodule  # None when fit was given bare dataloaders
+        loaded = self._skipped.pop(stage, [])
+        if getattr(datamodule, "on_bad_sample", "error") != "skip" or self.trainer.sanity_checking:
+            return  # error mode skips nothing; what sanity checking skipped, the real validation meets again
+        indexed = list(datamodule.skipped.get(stage, []))
+        # load-time skips differ per process under DDP; index-time ones are the same everywhere
+        count = len(indexed) + int(self.trainer.strategy.reduce(torch.tensor(float(len(loaded)), device=self.device),
+                                                                reduce_op="sum"))
+        self.log(f"{stage}/skipped_samples", float(count), batch_size=1)
+        if count:
+            names = indexed + loaded
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            # epoch and step in the text: Python shows a repeated warning only once
+            rank_zero_warn(f"{stage}: skipped {count} bad samples in epoch {self.current_epoch} (step {self.global_step}): "
+                           f"{shown}")
+
+    def on_train_epoch_end(self) -> None:
+        self.report_skipped("train")
+
     def _eval_epoch_end(self, stage: Stage) -> None:
+        self.report_skipped(stage)
         metrics = {f"{stage}/{name}": value for name, value in self.compute_metrics(stage).items()}
         if metrics:
             self.log_dict(metrics, prog_bar=True, sync_dist=True)

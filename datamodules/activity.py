@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -10,11 +9,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.bad_samples import BadSamplePolicy, warn_skipped
 from datamodules.base import SplitDataModule
 from datamodules import motion_clips
-from datamodules.ucf101 import (
-    VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, report_skipped, split_off_validation,
-)
+from datamodules.ucf101 import VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, split_off_validation
 
 # ImageNet statistics: what torchvision's pretrained ResNets expect; harmless for the small CNN.
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -141,6 +139,9 @@ class ActivityDataModule(SplitDataModule):
         num_distractors: jittering distractor objects per generated clip.
         seed: seed of the generated clips.
         class_names: use this class list (set from a checkpoint when evaluating it); must match the data's.
+        on_bad_sample: error (stop, naming the file and line) or skip (leave out and count, reported every epoch)
+            for a split-file line with an unknown class or a missing video, an unreadable video, or one shorter
+            than num_frames.
     """
 
     def __init__(
@@ -163,8 +164,9 @@ class ActivityDataModule(SplitDataModule):
         num_distractors: int = 2,
         seed: int = 0,
         class_names: list[str] | None = None,
+        on_bad_sample: BadSamplePolicy = "error",
     ) -> None:
-        super().__init__()
+        super().__init__(on_bad_sample)
         if num_frames < 1 or clips_per_video < 1:
             raise ValueError("num_frames and clips_per_video must be >= 1")
         if max_cached_frames < num_frames:
@@ -180,12 +182,10 @@ class ActivityDataModule(SplitDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.records: dict[str, list[VideoRecord]] = {}
         if video_root is not None:
-            found, splits, missing = read_split(video_root, split_dir, split)
-            if missing:
-                warnings.warn(
-                    f"{len(missing)} videos listed in {split_dir} are not under {video_root} and are skipped, "
-                    f"e.g. {', '.join(missing[:3])}", stacklevel=2,
-                )
+            found, splits, skipped = read_split(video_root, split_dir, split, policy=self.on_bad_sample)
+            for part, lines in skipped.items():  # lines of the training list count for train (val is cut from it)
+                self.skipped[part] += lines
+                warn_skipped(f"{part} split-file lines", lines)
             self.records["train"], self.records["val"] = split_off_validation(splits["train"], val_fraction)
             self.records["test"] = splits["test"]
         else:
@@ -210,8 +210,10 @@ class ActivityDataModule(SplitDataModule):
             records = self.records[split]
             if not records:
                 raise ValueError(f"the {split} split of {self.split_dir or self.video_root} has no videos")
-            kept, skipped = index_videos(records, self.cache, self.num_frames, self.num_workers)
-            report_skipped(split, skipped, len(records))
+            bad: list[str] = []
+            kept = index_videos(records, self.cache, self.num_frames, self.num_workers, self.on_bad_sample, bad)
+            warn_skipped(f"{split} videos", bad, len(records))
+            self.skipped[split] += bad
             if not kept:
                 raise ValueError(
                     f"every {split} video was skipped (unreadable or shorter than num_frames={self.num_frames}); "

@@ -1,16 +1,30 @@
-"""What every task's datamodule shares: the four dataloader hooks, each one split name away from `loader`."""
+"""What every task's datamodule shares: the four dataloader hooks, each one split name away from `loader`,
+and the bad-sample policy with the samples skipped while indexing."""
 from __future__ import annotations
 
 from typing import Literal
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from pytorch_lightning.utilities.data import _update_dataloader
+from torch.utils.data import DataLoader, DistributedSampler
+
+from datamodules.bad_samples import BadSamplePolicy, check_policy
 
 Split = Literal["train", "val", "test", "predict"]
 
 
 class SplitDataModule(pl.LightningDataModule):
-    """Subclasses implement `_loader(split)`; Lightning's hooks call it with the split's name."""
+    """Subclasses implement `_loader(split)`; Lightning's hooks call it with the split's name.
+
+    `skipped[split]` lists the samples left out while indexing (skip mode); `SequenceTask` reports them with
+    the ones skipped while loading at the end of every epoch.
+    """
+
+    def __init__(self, on_bad_sample: BadSamplePolicy = "error") -> None:
+        super().__init__()
+        self.on_bad_sample = check_policy(on_bad_sample)
+        self.skipped: dict[str, list[str]] = {"train": [], "val": [], "test": [], "predict": []}
 
     def _loader(self, split: Split) -> DataLoader:
         raise NotImplementedError
@@ -19,10 +33,22 @@ class SplitDataModule(pl.LightningDataModule):
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._evaluation_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._evaluation_loader("test")
+
+    def _evaluation_loader(self, split: Split) -> DataLoader:
+        """Under DDP, give each rank a disjoint share without padding: Lightning's default DistributedSampler
+        repeats samples to even out the shares, and evaluation would count those twice."""
+        loader = self._loader(split)
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or isinstance(loader.sampler, DistributedSampler):
+            return loader
+        sampler = UnrepeatedDistributedSampler(
+            loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+        return _update_dataloader(loader, sampler)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")

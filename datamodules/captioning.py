@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.bad_samples import BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, load_or_skip, warn_skipped
 from datamodules.base import SplitDataModule
 from datamodules import scenes
 from datamodules.coco import read_coco_captions
@@ -36,6 +37,7 @@ class CaptionBatch(NamedTuple):
     tokens: Tensor                       # (B, L) <bos> w1 .. wn <eos>, then <pad>
     references: list[list[list[str]]]   # per image, all reference captions
     image_ids: list[str]
+    skipped: tuple[str, ...] = ()       # samples left out of this batch (on_bad_sample=skip), described
 
 
 def to_tensor(pixels: np.ndarray) -> Tensor:
@@ -43,15 +45,18 @@ def to_tensor(pixels: np.ndarray) -> Tensor:
     return (torch.tensor(pixels).permute(2, 0, 1).float() / 255.0 - MEAN) / STD
 
 
-def load_image(path: str, image_size: int) -> Tensor:
+def load_image(path: str, image_size: int, skippable: bool = True) -> Tensor:
+    """PIL's errors (missing, truncated, not an image) become a `BadSampleError` naming the file."""
     try:
         with Image.open(path) as img:
             img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
             return to_tensor(np.asarray(img))
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"image not found: {path}; check --data.image_root and the JSON's filepath/filename") from err
-    except OSError as err:
-        raise OSError(f"cannot read image {path}: {err}; the file is corrupt or not an image") from err
+        raise BadSampleError(path, "image not found", "check --data.image_root and the JSON's filepath/filename",
+                             skippable=skippable) from err
+    except OSError as err:  # PIL's UnidentifiedImageError and "image file is truncated" are OSErrors
+        raise BadSampleError(path, f"cannot read image ({err})", "the file is corrupt or not an image: replace or "
+                             "remove it", skippable=skippable) from err
 
 
 class SceneDataset(Dataset):
@@ -69,17 +74,19 @@ class SceneDataset(Dataset):
 
 
 class RecordDataset(Dataset):
-    """Images on disk with reference captions (Karpathy JSON)."""
+    """Images on disk with reference captions (Karpathy or COCO JSON); in skip mode an unreadable image
+    comes back as a `SkippedSample`."""
 
-    def __init__(self, records: Sequence[CaptionRecord], image_size: int) -> None:
-        self.records, self.image_size = list(records), image_size
+    def __init__(self, records: Sequence[CaptionRecord], image_size: int, on_bad_sample: BadSamplePolicy = "error") -> None:
+        self.records, self.image_size, self.on_bad_sample = list(records), image_size, on_bad_sample
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> CaptionSample:
         rec = self.records[i]
-        return CaptionSample(load_image(rec.image_path, self.image_size), rec.captions, rec.image_id)
+        return load_or_skip(self.on_bad_sample, lambda: CaptionSample(
+            load_image(rec.image_path, self.image_size), rec.captions, rec.image_id))
 
 
 class FolderDataset(Dataset):
@@ -97,7 +104,8 @@ class FolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> CaptionSample:
-        return CaptionSample(load_image(self.paths[i], self.image_size), [], os.path.basename(self.paths[i]))
+        # predict captions every file it is given: a bad one is an error (it has no skip mode)
+        return CaptionSample(load_image(self.paths[i], self.image_size, skippable=False), [], os.path.basename(self.paths[i]))
 
 
 class CaptionCollate:
@@ -110,14 +118,18 @@ class CaptionCollate:
     def __init__(self, vocab: Vocabulary, max_caption_len: int, random_reference: bool) -> None:
         self.vocab, self.max_caption_len, self.random_reference = vocab, max_caption_len, random_reference
 
-    def __call__(self, samples: list[CaptionSample]) -> CaptionBatch:
+    def __call__(self, samples: list[CaptionSample]) -> CaptionBatch | SkippedBatch:
+        samples, skipped = drop_skipped(samples)
+        if not samples:
+            return SkippedBatch(skipped)
         rows = []
         for s in samples:
             words = (random.choice(s.references) if self.random_reference else s.references[0]) if s.references else []
             rows.append(torch.tensor(self.vocab.encode(words[: self.max_caption_len])))
         tokens = pad_sequence(rows, batch_first=True, padding_value=self.vocab.pad_id)
         return CaptionBatch(
-            torch.stack([s.image for s in samples]), tokens, [s.references for s in samples], [s.image_id for s in samples]
+            torch.stack([s.image for s in samples]), tokens, [s.references for s in samples], [s.image_id for s in samples],
+            skipped,
         )
 
 
@@ -146,6 +158,8 @@ class CaptioningDataModule(SplitDataModule):
         seed: seed of the generated scenes.
         vocab: use this token list instead of building one from the training captions (set from a
             checkpoint when evaluating it).
+        on_bad_sample: error (stop, naming the file and entry) or skip (leave out and count, reported every
+            epoch) for an image that is missing or unreadable, or has no non-empty caption.
     """
 
     def __init__(
@@ -169,8 +183,9 @@ class CaptioningDataModule(SplitDataModule):
         num_test_scenes: int = 2000,
         seed: int = 0,
         vocab: list[str] | None = None,
+        on_bad_sample: BadSamplePolicy = "error",
     ) -> None:
-        super().__init__()
+        super().__init__(on_bad_sample)
         self.karpathy_json, self.image_root, self.predict_dir = karpathy_json, image_root, predict_dir
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.max_caption_len = max_caption_len
@@ -179,7 +194,8 @@ class CaptioningDataModule(SplitDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.records: dict[str, list[CaptionRecord]] | None = None
         if karpathy_json is not None:
-            self.records = read_karpathy_json(karpathy_json, image_root or os.path.dirname(karpathy_json))
+            self.records = read_karpathy_json(karpathy_json, image_root or os.path.dirname(karpathy_json),
+                                              self.on_bad_sample, self.skipped)
             if not self.records["train"]:
                 raise ValueError(f"{karpathy_json}: no images in the train/restval split; cannot build a vocabulary")
         elif coco_train_json is not None or coco_val_json is not None:
@@ -187,11 +203,14 @@ class CaptioningDataModule(SplitDataModule):
                 raise ValueError("COCO captions need --data.coco_train_json, --data.coco_val_json, "
                                  "--data.coco_train_images and --data.coco_val_images")
             self.records = {
-                "train": read_coco_captions(coco_train_json, coco_train_images),
-                "val": read_coco_captions(coco_val_json, coco_val_images),
-                "test": read_coco_captions(coco_test_json or coco_val_json, coco_test_images or coco_val_images),
+                "train": read_coco_captions(coco_train_json, coco_train_images, self.on_bad_sample, self.skipped["train"]),
+                "val": read_coco_captions(coco_val_json, coco_val_images, self.on_bad_sample, self.skipped["val"]),
+                "test": read_coco_captions(coco_test_json or coco_val_json, coco_test_images or coco_val_images,
+                                           self.on_bad_sample, self.skipped["test"]),
             }
         if self.records is not None:
+            for split, records in self.records.items():
+                warn_skipped(f"{split} captions", self.skipped[split], len(records) + len(self.skipped[split]))
             train_captions = [c for r in self.records["train"] for c in r.captions]
         else:
             self.scene_splits = {s: scenes.sample_split(s, n, seed, image_size) for s, n in self.counts.items()}
@@ -210,7 +229,7 @@ class CaptioningDataModule(SplitDataModule):
                     raise ValueError("rnnsuite predict needs --data.predict_dir DIR (a folder of images)")
                 self.datasets[split] = FolderDataset(self.predict_dir, self.image_size)
             elif self.records is not None:
-                self.datasets[split] = RecordDataset(self.records[split], self.image_size)
+                self.datasets[split] = RecordDataset(self.records[split], self.image_size, self.on_bad_sample)
             else:
                 self.datasets[split] = SceneDataset(self.scene_splits[split], self.image_size)
         return self.datasets[split]

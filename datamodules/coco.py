@@ -5,7 +5,8 @@ import os
 import re
 from collections import defaultdict
 
-from datamodules.karpathy import CaptionRecord, load_json
+from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle
+from datamodules.karpathy import CaptionRecord, check_image, load_json
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -15,9 +16,15 @@ def tokenize(caption: str) -> list[str]:
     return _WORD.findall(caption.lower())
 
 
-def read_coco_captions(json_path: str, image_dir: str) -> list[CaptionRecord]:
-    """COCO captions JSON (`images[].id/file_name`, `annotations[].image_id/caption`) -> one record per image."""
-    data = load_json(json_path, "COCO captions file", "a COCO captions_*.json file")
+def read_coco_captions(json_path: str, image_dir: str, policy: BadSamplePolicy = "error",
+                       skipped: list[str] | None = None) -> list[CaptionRecord]:
+    """COCO captions JSON (`images[].id/file_name`, `annotations[].image_id/caption`) -> one record per image.
+
+    Blank captions are dropped; an image left without a caption, or whose file is missing, is a bad sample
+    (an error, or with policy "skip" left out and listed in `skipped`)."""
+    skipped = skipped if skipped is not None else []
+    data = load_json(json_path, "COCO captions file", "a COCO captions_*.json file",
+                     "; pass the annotations file, e.g. --data.coco_train_json annotations/captions_train2014.json")
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ValueError(f"{json_path}: expected 'images' and 'annotations' (COCO captions format)")
     captions: dict[int, list[list[str]]] = defaultdict(list)
@@ -31,8 +38,13 @@ def read_coco_captions(json_path: str, image_dir: str) -> list[CaptionRecord]:
     for i, image in enumerate(data["images"]):
         if "id" not in image or "file_name" not in image:
             raise ValueError(f"{json_path}: images[{i}] needs id and file_name")
-        if captions.get(image["id"]):  # images without a caption cannot be scored or trained on
-            records.append(CaptionRecord(os.path.join(image_dir, image["file_name"]), captions[image["id"]], str(image["id"])))
+        if not captions.get(image["id"]):  # cannot be scored or trained on
+            handle(policy, BadSampleError(json_path, f"{image['file_name']} has no non-empty caption",
+                                          "add a caption to annotations or remove the image", f"images[{i}]"), skipped)
+            continue
+        record = CaptionRecord(os.path.join(image_dir, image["file_name"]), captions[image["id"]], str(image["id"]))
+        if check_image(json_path, f"images[{i}]", record, policy, skipped):
+            records.append(record)
     if not records:
-        raise ValueError(f"{json_path}: no image has a non-empty caption")
+        raise ValueError(f"{json_path}: no image has a non-empty caption and a file on disk")
     return records

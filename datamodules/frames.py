@@ -9,6 +9,7 @@ File layouts read by `read_frames`:
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle, warn_skipped
 from datamodules.base import SplitDataModule
 from datamodules.moving_mnist import MovingMNIST
 
@@ -30,16 +32,22 @@ class FrameBatch(NamedTuple):
 def _load_array(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"frame file {path} does not exist")
-    if path.endswith(".npz"):
+    if not path.endswith((".npy", ".npz")):
+        raise ValueError(f"{path}: frame files must be .npy or .npz arrays")
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, mmap_mode="r")
         with np.load(path) as archive:
             keys = list(archive.keys())
             key = "frames" if "frames" in keys else keys[0] if len(keys) == 1 else None
             if key is None:
-                raise ValueError(f"{path} holds several arrays ({', '.join(keys)}); name the frame array 'frames'")
+                raise KeyError(f"it holds several arrays ({', '.join(keys)}); name the frame array 'frames'")
             return archive[key]
-    if path.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    raise ValueError(f"{path}: frame files must be .npy or .npz arrays")
+    except KeyError as err:
+        raise ValueError(f"{path}: {err.args[0]}") from err
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:  # numpy's signals of a truncated/corrupt file
+        raise ValueError(f"{path}: cannot read the frame array ({err}); the file is truncated or not a numpy "
+                         "array: save it again with numpy.save / numpy.savez") from err
 
 
 def read_frames(path: str, layout: Layout = "auto") -> np.ndarray:
@@ -52,10 +60,6 @@ def read_frames(path: str, layout: Layout = "auto") -> np.ndarray:
         )
     if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{path}: frames have dtype {array.dtype}; save them as uint8 (0..255) or float in [0, 1]")
-    if np.issubdtype(array.dtype, np.floating):
-        lo, hi = float(array.min()), float(array.max())
-        if lo < 0 or hi > 1:
-            raise ValueError(f"{path}: float frames range over [{lo:g}, {hi:g}]; scale them to [0, 1] (or save uint8)")
     if array.ndim == 4:
         if layout == "auto":
             named = os.path.basename(path).startswith("mnist_test_seq")
@@ -68,6 +72,18 @@ def read_frames(path: str, layout: Layout = "auto") -> np.ndarray:
     if array.shape[-1] not in (1, 3):
         raise ValueError(f"{path}: frames of shape {array.shape} have {array.shape[-1]} channels in the last axis; expected 1 or 3")
     return array
+
+
+def bad_sequences(array: np.ndarray) -> list[tuple[int, str]]:
+    """(index, reason) of each sequence of float frames with values that are not finite or not in [0, 1]."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return []
+    flat = np.asarray(array).reshape(len(array), -1)
+    finite = np.isfinite(flat).all(1)
+    clean = np.where(np.isfinite(flat), flat, 0)
+    lo, hi = clean.min(1), clean.max(1)
+    return [(int(i), "has NaN or infinite values" if not finite[i] else f"ranges over [{lo[i]:g}, {hi[i]:g}], not [0, 1]")
+            for i in np.flatnonzero(~finite | (lo < 0) | (hi > 1))]
 
 
 class ArrayFrames(Dataset):
@@ -118,6 +134,8 @@ class FramesDataModule(SplitDataModule):
         num_digits: digits per generated sequence.
         frame_size: generated canvas size (pixels).
         seed: seed of the generated val/test sequences.
+        on_bad_sample: error (stop, naming the file and sequence) or skip (leave out and count, reported every
+            epoch) for a sequence of float frames with NaN/inf values or values outside [0, 1].
     """
 
     def __init__(
@@ -136,8 +154,9 @@ class FramesDataModule(SplitDataModule):
         num_digits: int = 2,
         frame_size: int = 64,
         seed: int = 0,
+        on_bad_sample: BadSamplePolicy = "error",
     ) -> None:
-        super().__init__()
+        super().__init__(on_bad_sample)
         self.paths = {"train": train_npy, "val": val_npy, "test": test_npy}
         self.npy_layout, self.input_frames, self.output_frames = npy_layout, input_frames, output_frames
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -146,7 +165,7 @@ class FramesDataModule(SplitDataModule):
         self.arrays: dict[str, np.ndarray] = {}
         for split, path in self.paths.items():
             if path is not None:  # read now: frame_channels must be known before the model is built
-                self.arrays[split] = self._checked(read_frames(path, npy_layout), path)
+                self.arrays[split] = self._checked(read_frames(path, npy_layout), path, split)
         if "train" in self.arrays and "val" not in self.arrays:
             n_val = min(num_val_sequences, len(self.arrays["train"]) // 10)
             if n_val == 0:
@@ -162,13 +181,20 @@ class FramesDataModule(SplitDataModule):
     def seq_len(self) -> int:
         return self.input_frames + self.output_frames
 
-    def _checked(self, array: np.ndarray, path: str) -> np.ndarray:
-        if array.shape[1] < self.seq_len:
+    def _checked(self, array: np.ndarray, path: str, split: str) -> np.ndarray:
+        if array.shape[1] < self.seq_len:  # every sequence of the array: the whole file is unusable
             raise ValueError(
                 f"{path}: sequences have {array.shape[1]} frames, fewer than input_frames + output_frames = "
                 f"{self.input_frames} + {self.output_frames}; lower --data.output_frames or use longer clips"
             )
-        return array[:, : self.seq_len]
+        array = array[:, : self.seq_len]
+        bad = bad_sequences(array)
+        for i, reason in bad:
+            handle(self.on_bad_sample, BadSampleError(
+                path, reason, "scale the frames to [0, 1] (or save uint8) and replace missing values", f"sequence {i}"),
+                self.skipped[split])
+        warn_skipped(f"{split} sequences", self.skipped[split], len(array))
+        return np.delete(array, [i for i, _ in bad], axis=0) if bad else array
 
     def _dataset(self, split: str) -> Dataset:
         if split not in self.datasets:

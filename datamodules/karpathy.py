@@ -5,6 +5,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle
+
 # The Karpathy splits call the extra COCO val images "restval"; the literature trains on them.
 _SPLIT_ALIASES = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 
@@ -27,18 +29,31 @@ def load_json(json_path: str, name: str, expected: str, hint: str = "") -> objec
         raise ValueError(f"{json_path}: not valid JSON ({err}); is it {expected}?") from err
 
 
-def read_karpathy_json(json_path: str, image_root: str) -> dict[str, list[CaptionRecord]]:
+def check_image(json_path: str, where: str, record: CaptionRecord, policy: BadSamplePolicy, skipped: list[str]) -> bool:
+    """Whether the record's image file exists; a missing one is an error naming the entry, or a counted skip."""
+    if os.path.isfile(record.image_path):
+        return True
+    handle(policy, BadSampleError(json_path, f"image not found: {record.image_path}",
+                                  "check --data.image_root (or the image folder) and the entry's file name", where), skipped)
+    return False
+
+
+def read_karpathy_json(json_path: str, image_root: str, policy: BadSamplePolicy = "error",
+                       skipped: dict[str, list[str]] | None = None) -> dict[str, list[CaptionRecord]]:
     """Karpathy JSON -> {"train": [...], "val": [...], "test": [...]}.
 
     Each `images[]` entry needs `filename`, `split` and `sentences[].tokens`; `filepath` (e.g. COCO's
-    "val2014") is joined between `image_root` and `filename` when present.
+    "val2014") is joined between `image_root` and `filename` when present. An entry without a non-empty caption
+    or whose image is missing is a bad sample: an error, or with policy "skip" left out and listed in
+    `skipped[split]`.
     """
+    skipped = skipped if skipped is not None else {}
     data = load_json(json_path, "Karpathy JSON", "the Karpathy split file", "; pass --data.karpathy_json PATH")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{json_path}: expected an object with an 'images' list (Karpathy split format)")
     splits: dict[str, list[CaptionRecord]] = {"train": [], "val": [], "test": []}
     for i, entry in enumerate(data["images"]):
-        where = f"{json_path}: images[{i}]"
+        where = f"{json_path}: images[{i}]"  # structural problems: the file is not in the Karpathy format
         for key in ("filename", "split", "sentences"):
             if key not in entry:
                 raise ValueError(f"{where} has no {key!r}; every image needs filename, split and sentences")
@@ -47,9 +62,13 @@ def read_karpathy_json(json_path: str, image_root: str) -> dict[str, list[Captio
             raise ValueError(f"{where}: unknown split {entry['split']!r}; expected one of {sorted(_SPLIT_ALIASES)}")
         captions = [[t.lower() for t in s.get("tokens", [])] for s in entry["sentences"]]
         captions = [c for c in captions if c]
+        split_skipped = skipped.setdefault(split, [])
         if not captions:
-            raise ValueError(f"{where} ({entry['filename']}) has no non-empty caption; fix or remove the entry")
+            handle(policy, BadSampleError(json_path, f"{entry['filename']} has no non-empty caption",
+                                          "fix or remove the entry", f"images[{i}]"), split_skipped)
+            continue
         path = os.path.join(image_root, entry.get("filepath", ""), entry["filename"])
-        image_id = str(entry.get("cocoid", entry.get("imgid", entry["filename"])))
-        splits[split].append(CaptionRecord(path, captions, image_id))
+        record = CaptionRecord(path, captions, str(entry.get("cocoid", entry.get("imgid", entry["filename"]))))
+        if check_image(json_path, f"images[{i}]", record, policy, split_skipped):
+            splits[split].append(record)
     return splits

@@ -20,6 +20,9 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.bad_samples import (
+    BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, handle, load_or_skip, warn_skipped,
+)
 from datamodules.base import SplitDataModule
 from datamodules.speech_readers import (
     TIMIT_61_TO_39,
@@ -46,6 +49,7 @@ class PhonemeBatch(NamedTuple):
     target_lengths: Tensor     # (B,)
     phonemes: list[list[str]]  # reference phonemes as strings (scoring uses these, unknown phonemes included)
     utt_ids: list[str]
+    skipped: tuple[str, ...] = ()  # utterances left out of this batch (on_bad_sample=skip), described
 
 
 # --- the generated corpus -----------------------------------------------------------------------------
@@ -151,17 +155,21 @@ class GeneratedDataset(Dataset):
 
 
 class FileDataset(Dataset):
-    """Records (or bare audio files for predict) read from disk on access."""
+    """Records (or bare audio files for predict) read from disk on access; in skip mode an unreadable or empty
+    audio file comes back as a `SkippedSample`. `on_bad_sample=None` (predict): always an error."""
 
-    def __init__(self, records: Sequence[SpeechRecord], sample_rate: int) -> None:
-        self.records, self.sample_rate = list(records), sample_rate
+    def __init__(self, records: Sequence[SpeechRecord], sample_rate: int, on_bad_sample: BadSamplePolicy | None = "error"
+                 ) -> None:
+        self.records, self.sample_rate, self.on_bad_sample = list(records), sample_rate, on_bad_sample
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> PhonemeSample:
         rec = self.records[i]
-        return PhonemeSample(read_audio(rec.audio_path, self.sample_rate), rec.phonemes, rec.utt_id)
+        skippable = self.on_bad_sample is not None
+        return load_or_skip(self.on_bad_sample or "error", lambda: PhonemeSample(
+            read_audio(rec.audio_path, self.sample_rate, skippable), rec.phonemes, rec.utt_id))
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -197,7 +205,10 @@ class PhonemeCollate:
     def __init__(self, phonemes: Sequence[str]) -> None:
         self.index = {p: i + 1 for i, p in enumerate(phonemes)}
 
-    def __call__(self, samples: list[PhonemeSample]) -> PhonemeBatch:
+    def __call__(self, samples: list[PhonemeSample]) -> PhonemeBatch | SkippedBatch:
+        samples, skipped = drop_skipped(samples)
+        if not samples:
+            return SkippedBatch(skipped)
         targets = [torch.tensor([self.index[p] for p in s.phonemes if p in self.index], dtype=torch.long) for s in samples]
         return PhonemeBatch(
             pad_sequence([s.audio for s in samples], batch_first=True),
@@ -206,6 +217,7 @@ class PhonemeCollate:
             torch.tensor([len(t) for t in targets]),
             [list(s.phonemes) for s in samples],
             [s.utt_id for s in samples],
+            skipped,
         )
 
 
@@ -219,7 +231,8 @@ class PhonemeDataModule(SplitDataModule):
         test_manifest: JSONL manifest for testing.
         timit_root: the TIMIT corpus folder (TRAIN/, TEST/); labels are the 61 phones, scored folded to 39.
         predict_dir: folder of audio files to transcribe with `rnnsuite predict`.
-        skip_oov: manifests with "text": skip lines with words missing from the CMU dictionary instead of failing.
+        skip_oov: manifests with "text": skip lines with words missing from the CMU dictionary instead of failing
+            (on_bad_sample skip skips them too, with every other bad sample).
         sample_rate: audio is resampled to this rate (Hz).
         batch_size: utterances per batch (batched by similar length).
         num_workers: DataLoader worker processes.
@@ -235,6 +248,9 @@ class PhonemeDataModule(SplitDataModule):
         seed: seed of the generated corpus.
         phonemes: use this phoneme inventory instead of the training labels' (set from a checkpoint when evaluating).
         phoneme_folding: phoneme -> scoring phoneme ("" drops it); default 61 -> 39 for TIMIT, none otherwise.
+        on_bad_sample: error (stop, naming the file and line) or skip (leave out and count, reported every epoch)
+            for a manifest line that is malformed, empty or names a missing file, a TIMIT utterance without a
+            valid .PHN, audio that cannot be decoded or is empty, and a training label outside `phonemes`.
     """
 
     def __init__(
@@ -260,8 +276,9 @@ class PhonemeDataModule(SplitDataModule):
         seed: int = 0,
         phonemes: list[str] | None = None,
         phoneme_folding: dict[str, str] | None = None,
+        on_bad_sample: BadSamplePolicy = "error",
     ) -> None:
-        super().__init__()
+        super().__init__(on_bad_sample)
         self.predict_dir, self.sample_rate = predict_dir, sample_rate
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.datasets: dict[str, Dataset] = {}
@@ -269,14 +286,12 @@ class PhonemeDataModule(SplitDataModule):
         self._corpus_args: tuple | None = None
         self._corpus: dict[str, list[dict]] | None = None
         if timit_root is not None:
-            self.records = read_timit(timit_root)
+            self.records = read_timit(timit_root, self.on_bad_sample, self.skipped)
             default_folding = TIMIT_61_TO_39
         elif train_manifest is not None:
             for split, path in (("train", train_manifest), ("val", val_manifest), ("test", test_manifest)):
                 if path is not None:
-                    self.records[split], skipped = read_manifest(path, skip_oov)
-                    if skipped:
-                        print(f"{path}: skipped {skipped} utterances with words missing from the CMU dictionary")
+                    self.records[split] = read_manifest(path, skip_oov, self.on_bad_sample, self.skipped[split])
             default_folding = None
         elif val_manifest is not None or test_manifest is not None:
             raise ValueError("--data.val_manifest/--data.test_manifest need --data.train_manifest too")
@@ -288,6 +303,8 @@ class PhonemeDataModule(SplitDataModule):
             variants = {"train": train_variants, "val": val_variants, "test": test_variants}
             self._corpus_args = (counts, voices, variants, tuple(rate_range), tuple(pitch_range), sample_rate, seed)
             default_folding = None
+        for split, records in self.records.items():
+            warn_skipped(f"{split} utterances", self.skipped[split], len(records) + len(self.skipped[split]))
         if phonemes:  # e.g. adopted from a checkpoint: `predict` then never needs to generate the corpus
             self.phonemes = list(phonemes)
         else:
@@ -314,18 +331,37 @@ class PhonemeDataModule(SplitDataModule):
                 if not paths:
                     raise FileNotFoundError(f"no audio files in --data.predict_dir {self.predict_dir}")
                 records = [SpeechRecord(p, [], os.path.basename(p)) for p in paths]
-                self.datasets[split] = FileDataset(records, self.sample_rate)
+                self.datasets[split] = FileDataset(records, self.sample_rate, on_bad_sample=None)
             elif self._corpus_args is not None:
                 self.datasets[split] = GeneratedDataset(self.corpus[split], split)
             else:
                 if split not in self.records:
                     raise ValueError(f"no {split} data: pass --data.{split}_manifest")
-                self.datasets[split] = FileDataset(self.records[split], self.sample_rate)
+                records = self.records[split] if split != "train" else self._known_labels(self.records[split])
+                self.datasets[split] = FileDataset(records, self.sample_rate, self.on_bad_sample)
         return self.datasets[split]
+
+    def _known_labels(self, records: list[SpeechRecord]) -> list[SpeechRecord]:
+        """Training utterances whose phonemes are all in the inventory (which differs from the training labels'
+        only when `phonemes` is given). Evaluation keeps unknown phonemes: they are scored as errors."""
+        inventory, kept = set(self.phonemes), []
+        for rec in records:
+            unknown = sorted(set(rec.phonemes) - inventory)
+            if unknown:
+                handle(self.on_bad_sample, BadSampleError(
+                    rec.audio_path, f"phonemes {' '.join(unknown)} are not in the model's inventory",
+                    "fix the labels, or train without --data.phonemes so the inventory comes from the data"),
+                    self.skipped["train"])
+            else:
+                kept.append(rec)
+        return kept
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
-        if isinstance(dataset, GeneratedDataset):
+        # Under DDP, Lightning shards plain loaders (and SplitDataModule shards evaluation without repeats);
+        # it cannot shard a batch sampler, so distributed runs batch in data order instead of by length.
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if isinstance(dataset, GeneratedDataset) and not distributed:
             lengths = [dataset.num_samples(i) for i in range(len(dataset))]
             sampler = LengthBucketSampler(lengths, self.batch_size, shuffle=split == "train", seed=self.seed)
             loader_args = dict(batch_sampler=sampler)

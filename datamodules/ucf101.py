@@ -12,11 +12,12 @@ import glob
 import hashlib
 import os
 import re
-import warnings
 from dataclasses import dataclass
 
 import av
 import numpy as np
+
+from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
 
@@ -59,8 +60,9 @@ def read_class_index(path: str) -> list[str]:
     return [names[i] for i in range(1, len(names) + 1)]
 
 
-def _ucf_list(path: str, video_root: str, classes: dict[str, int]) -> tuple[list[VideoRecord], list[str]]:
-    records, missing = [], []
+def _ucf_list(path: str, video_root: str, classes: dict[str, int], policy: BadSamplePolicy, skipped: list[str]
+              ) -> list[VideoRecord]:
+    records = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
             parts = line.split()
@@ -68,37 +70,41 @@ def _ucf_list(path: str, video_root: str, classes: dict[str, int]) -> tuple[list
                 continue
             rel = parts[0]
             folder = rel.replace("\\", "/").split("/")[0]
-            if folder not in classes:
-                raise ValueError(
-                    f"{path}:{n}: class {folder!r} of {rel} is not in classInd.txt; add it there or remove the line"
-                )
-            label = classes[folder]
-            if len(parts) > 1 and int(parts[1]) - 1 != label:
-                raise ValueError(f"{path}:{n}: label {parts[1]} of {rel} disagrees with classInd.txt ({label + 1} = {folder})")
-            full = os.path.join(video_root, rel)
-            if os.path.isfile(full):
-                records.append(VideoRecord(full, label, rel))
+            label = classes.get(folder)
+            if label is None:
+                error = BadSampleError(path, f"class {folder!r} of {rel} is not in classInd.txt",
+                                       "add it there or remove the line", n)
+            elif len(parts) > 1 and (not parts[1].isdigit() or int(parts[1]) - 1 != label):
+                error = BadSampleError(path, f"label {parts[1]} of {rel} disagrees with classInd.txt ({label + 1} = {folder})",
+                                       "fix the label or classInd.txt", n)
+            elif not os.path.isfile(os.path.join(video_root, rel)):
+                error = BadSampleError(path, f"{rel} is not under {video_root}",
+                                       "check --data.video_root, or remove the line", n)
             else:
-                missing.append(rel)
-    return records, missing
+                records.append(VideoRecord(os.path.join(video_root, rel), label, rel))
+                continue
+            handle(policy, error, skipped)
+    return records
 
 
-def read_split(video_root: str, split_dir: str | None, split: int = 1, test_fraction: float = 0.3
-               ) -> tuple[list[str], dict[str, list[VideoRecord]], list[str]]:
-    """-> (class names, {"train": records, "test": records}, video ids listed but not found on disk)."""
+def read_split(video_root: str, split_dir: str | None, split: int = 1, test_fraction: float = 0.3,
+               policy: BadSamplePolicy = "error") -> tuple[list[str], dict[str, list[VideoRecord]], dict[str, list[str]]]:
+    """-> (class names, {"train": records, "test": records}, {"train"/"test": lines skipped}).
+
+    A bad line of a split file (unknown class, wrong label, malformed, video missing on disk) is an error naming
+    the file and line, or with policy "skip" left out and described in the third result."""
     if not os.path.isdir(video_root):
         raise FileNotFoundError(f"--data.video_root {video_root} is not a folder")
     if split_dir is not None and os.path.isfile(os.path.join(split_dir, "classInd.txt")):
         class_names = read_class_index(os.path.join(split_dir, "classInd.txt"))
         classes = {c: i for i, c in enumerate(class_names)}
-        splits, missing = {}, []
+        splits, skipped = {}, {"train": [], "test": []}
         for part, prefix in (("train", "trainlist"), ("test", "testlist")):
             path = os.path.join(split_dir, f"{prefix}{split:02d}.txt")
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path} not found; --data.split {split} needs {prefix}{split:02d}.txt in {split_dir}")
-            splits[part], lost = _ucf_list(path, video_root, classes)
-            missing += lost
-        return class_names, splits, missing
+            splits[part] = _ucf_list(path, video_root, classes, policy, skipped[part])
+        return class_names, splits, skipped
     if split_dir is not None:
         files = sorted(glob.glob(os.path.join(split_dir, f"*_test_split{split}.txt")))
         if not files:
@@ -106,24 +112,25 @@ def read_split(video_root: str, split_dir: str | None, split: int = 1, test_frac
                 f"{split_dir} has neither classInd.txt (UCF101) nor *_test_split{split}.txt (HMDB51) files"
             )
         class_names = [os.path.basename(f)[: -len(f"_test_split{split}.txt")] for f in files]
-        splits, missing = {"train": [], "test": []}, []
+        splits, skipped = {"train": [], "test": []}, {"train": [], "test": []}
         for label, (name, path) in enumerate(zip(class_names, files)):
             with open(path) as f:
                 for n, line in enumerate(f, 1):
                     parts = line.split()
-                    if not parts:
+                    if not parts or (len(parts) == 2 and parts[1] == "0"):
                         continue
-                    if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                        raise ValueError(f"{path}:{n}: expected '<clip> <0|1|2>', got {line.strip()!r}")
-                    if parts[1] == "0":
+                    if len(parts) != 2 or parts[1] not in ("1", "2"):
+                        handle(policy, BadSampleError(path, f"expected '<clip> <0|1|2>', got {line.strip()!r}",
+                                                      "fix or remove the line", n), skipped["train"])
                         continue
-                    rel = f"{name}/{parts[0]}"
+                    part, rel = "train" if parts[1] == "1" else "test", f"{name}/{parts[0]}"
                     full = os.path.join(video_root, rel)
-                    if not os.path.isfile(full):
-                        missing.append(rel)
-                        continue
-                    splits["train" if parts[1] == "1" else "test"].append(VideoRecord(full, label, rel))
-        return class_names, splits, missing
+                    if os.path.isfile(full):
+                        splits[part].append(VideoRecord(full, label, rel))
+                    else:
+                        handle(policy, BadSampleError(path, f"{rel} is not under {video_root}",
+                                                      "check --data.video_root, or remove the line", n), skipped[part])
+        return class_names, splits, skipped
     class_names = sorted(d for d in os.listdir(video_root) if os.path.isdir(os.path.join(video_root, d)))
     if not class_names:
         raise FileNotFoundError(f"--data.video_root {video_root} has no class folders (<root>/<ClassName>/<clip>.avi)")
@@ -133,7 +140,7 @@ def read_split(video_root: str, split_dir: str | None, split: int = 1, test_frac
             if file.lower().endswith(VIDEO_EXTENSIONS):
                 record = VideoRecord(os.path.join(video_root, name, file), label, f"{name}/{file}")
                 splits["test" if _stable_fraction(record.group) < test_fraction else "train"].append(record)
-    return class_names, splits, []
+    return class_names, splits, {"train": [], "test": []}
 
 
 def split_off_validation(records: list[VideoRecord], val_fraction: float) -> tuple[list[VideoRecord], list[VideoRecord]]:
@@ -210,12 +217,12 @@ def _ensure_one(args: tuple[FrameCache, str]) -> int | str:
         return str(err)
 
 
-def index_videos(records: list[VideoRecord], cache: FrameCache, min_frames: int, workers: int = 0
-                 ) -> tuple[list[tuple[VideoRecord, int]], dict[str, list[str]]]:
-    """Decode every video into the cache (in `workers` processes) -> ([(record, frame count)], skipped by reason).
+def index_videos(records: list[VideoRecord], cache: FrameCache, min_frames: int, workers: int = 0,
+                 policy: BadSamplePolicy = "error", skipped: list[str] | None = None) -> list[tuple[VideoRecord, int]]:
+    """Decode every video into the cache (in `workers` processes) -> [(record, frame count)].
 
-    Unreadable videos and videos with fewer than `min_frames` frames are skipped, not fatal: the caller
-    reports the counts."""
+    An unreadable video, or one with fewer than `min_frames` frames, is an error naming it, or with policy
+    "skip" left out and described in `skipped`."""
     jobs = [(cache, r.path) for r in records]
     if workers > 0 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -224,19 +231,15 @@ def index_videos(records: list[VideoRecord], cache: FrameCache, min_frames: int,
             results = list(pool.map(_ensure_one, jobs, chunksize=4))
     else:
         results = [_ensure_one(job) for job in jobs]
-    kept, skipped = [], {"unreadable": [], "too short": []}
+    kept, skipped = [], skipped if skipped is not None else []
     for record, result in zip(records, results):
         if isinstance(result, str):
-            skipped["unreadable"].append(f"{record.video_id} ({result})")
+            reason = result.replace(record.path, os.path.basename(record.path))  # PyAV names the path too
+            handle(policy, BadSampleError(record.path, f"unreadable video ({reason})",
+                                          "re-encode or remove the file and its split-file line"), skipped)
         elif result < min_frames:
-            skipped["too short"].append(f"{record.video_id} ({result} < {min_frames} frames)")
+            handle(policy, BadSampleError(record.path, f"video shorter than the clip ({result} < {min_frames} frames)",
+                                          "lower --data.num_frames or remove the video"), skipped)
         else:
             kept.append((record, result))
-    return kept, skipped
-
-
-def report_skipped(split: str, skipped: dict[str, list[str]], total: int) -> None:
-    for reason, items in skipped.items():
-        if items:
-            shown = "; ".join(items[:3]) + (" ..." if len(items) > 3 else "")
-            warnings.warn(f"{split}: skipped {len(items)} of {total} videos as {reason}: {shown}", stacklevel=2)
+    return kept

@@ -53,7 +53,7 @@ def ucf(tmp_path):
 
 def datamodule(root, splits, tmp_path, **kwargs):
     args = dict(video_root=str(root), split_dir=str(splits), num_frames=8, image_size=16, batch_size=4,
-                val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
+                val_fraction=0.0, cache_dir=str(tmp_path / "cache"), on_bad_sample="skip")  # the fixture's bad files
     return ActivityDataModule(**{**args, **kwargs})
 
 
@@ -82,8 +82,10 @@ def test_ucf_reader_labels_splits_and_skips(ucf, tmp_path):
         dm = datamodule(root, splits, tmp_path)
         train = dm._dataset("train")
     messages = " ".join(str(w.message) for w in record)
-    assert "1 videos listed" in messages and "v_Biking_g09_c01" in messages
-    assert "skipped 1 of 8 videos as unreadable" in messages and "skipped 1 of 8 videos as too short" in messages
+    assert "trainlist01.txt:9 (Biking/v_Biking_g09_c01.mp4 is not under" in messages
+    assert "train videos: skipped 2 of 8 samples" in messages
+    assert "v_Biking_g04_c01.mp4 (unreadable video" in messages and "v_Biking_g03_c01.mp4 (video shorter" in messages
+    assert len(dm.skipped["train"]) == 3
     assert dm.class_names == CLASSES
     assert len(train) == 6
     labels = sorted({(r.video_id.split("/")[0], r.label) for r, _ in train.videos})
@@ -97,9 +99,9 @@ def test_ucf_reader_labels_splits_and_skips(ucf, tmp_path):
 
 def test_class_missing_from_class_index_is_a_clear_error(ucf, tmp_path):
     root, splits = ucf
-    with open(splits / "trainlist01.txt", "a") as f:
-        f.write("Fencing/v_Fencing_g01_c01.mp4 4\n")
-    with pytest.raises(ValueError, match=r"trainlist01.txt:\d+: class 'Fencing'.*not in classInd.txt"):
+    listed = (splits / "trainlist01.txt").read_text()
+    (splits / "trainlist01.txt").write_text("Fencing/v_Fencing_g01_c01.mp4 4\n" + listed)
+    with pytest.raises(ValueError, match=r"trainlist01.txt:1: class 'Fencing'.*not in classInd.txt"):
         read_split(str(root), str(splits), 1)
 
 
@@ -162,7 +164,7 @@ def test_hmdb_and_plain_class_folder_layouts(tmp_path):
     for name in ("brush_hair", "cartwheel"):
         (split_dir / f"{name}_test_split1.txt").write_text(f"{name}_0.mp4 1\n{name}_1.mp4 2\n{name}_2.mp4 0\n")
     names, splits, missing = read_split(str(root), str(split_dir), 1)
-    assert names == ["brush_hair", "cartwheel"] and not missing
+    assert names == ["brush_hair", "cartwheel"] and missing == {"train": [], "test": []}
     assert [r.video_id for r in splits["train"]] == ["brush_hair/brush_hair_0.mp4", "cartwheel/cartwheel_0.mp4"]
     assert [r.label for r in splits["test"]] == [0, 1]
     names, splits, _ = read_split(str(root), None)

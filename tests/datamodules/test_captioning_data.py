@@ -77,12 +77,11 @@ def test_karpathy_errors_name_the_problem(tmp_path):
         read_karpathy_json(str(tmp_path / "missing.json"), str(tmp_path))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"images": [{"filename": "x.jpg", "split": "train", "sentences": [{"tokens": []}]}]}))
-    with pytest.raises(ValueError, match=r"images\[0\] \(x.jpg\) has no non-empty caption"):
+    with pytest.raises(ValueError, match=r"bad.json images\[0\]: x.jpg has no non-empty caption"):
         read_karpathy_json(str(bad), str(tmp_path))
     path, root = write_karpathy_fixture(tmp_path)
-    dm = CaptioningDataModule(karpathy_json=str(path), image_root=str(tmp_path / "elsewhere"), batch_size=2)
-    with pytest.raises(FileNotFoundError, match="img2.jpg.*--data.image_root"):
-        next(iter(dm.val_dataloader()))
+    with pytest.raises(ValueError, match=r"images\[0\]: image not found: .*img0.jpg; check --data.image_root"):
+        CaptioningDataModule(karpathy_json=str(path), image_root=str(tmp_path / "elsewhere"), batch_size=2)
 
 
 def test_collate_pads_and_marks_caption_ends():
@@ -110,7 +109,6 @@ def write_coco_fixture(tmp_path, split, n):
         images.append({"id": 100 + i, "file_name": name})
         annotations += [{"image_id": 100 + i, "id": 2 * i, "caption": f"A man riding a Horse, number {i}."},
                         {"image_id": 100 + i, "id": 2 * i + 1, "caption": "  "}]  # blank captions are dropped
-    images.append({"id": 999, "file_name": "uncaptioned.jpg"})  # no caption: not used
     path = tmp_path / f"captions_{split}2014.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations}))
     return path, folder
