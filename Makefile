@@ -24,8 +24,10 @@ test: install
 demo: install
 	$(BIN)/python -m apps.demo
 
+# Each script prints Markdown tables of ratios against a baseline measured in the same run (benchmarks/README.md).
+BENCHMARKS := lightning_overhead decoding convlstm data_pipeline options peak_memory
 bench: install
-	$(BIN)/python benchmarks/lightning_overhead.py
+	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; nice -n 5 $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache

@@ -187,3 +187,15 @@ def test_exported_checkpoint_is_small_and_predicts_the_same(tmp_path, capsys):
     a = CaptioningTask.load_from_checkpoint(full, weights_only=True).eval()
     b = CaptioningTask.load_from_checkpoint(slim, weights_only=True).eval()
     assert torch.equal(a(images).tokens, b(images).tokens)
+
+
+def test_batch_transfer_moves_tensor_fields_and_keeps_metadata():
+    from apps.core import SequenceTask
+    from datamodules.captioning import CaptionBatch
+
+    references = [[["a", "red", "square"]], [["a", "blue", "circle"]]]
+    batch = CaptionBatch(torch.zeros(2, 3, 8, 8), torch.ones(2, 5, dtype=torch.long), references, ["x", "y"], ("bad.jpg",))
+    moved = SequenceTask().transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert type(moved) is CaptionBatch
+    assert moved.images.device.type == "meta" and moved.tokens.device.type == "meta"
+    assert moved.references is references and moved.image_ids == ["x", "y"] and moved.skipped == ("bad.jpg",)

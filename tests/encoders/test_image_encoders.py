@@ -74,3 +74,27 @@ def test_resnet_unreachable_weights_give_clear_error(monkeypatch):
 def test_resnet_unknown_weights_name():
     with pytest.raises(ValueError, match="IMAGENET1K_V1"):
         load_resnet_weights(18, "NOT_A_WEIGHTS_NAME")
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_small_cnn_channels_last_matches_default_layout(spatial):
+    """channels_last changes the memory layout only: same weights -> same outputs and gradients, NHWC convolutions."""
+    from encoders.image import SmallCNNEncoder
+
+    torch.manual_seed(0)
+    ref = SmallCNNEncoder(channels=[8, 16], spatial=spatial)
+    nhwc = SmallCNNEncoder(channels=[8, 16], spatial=spatial, channels_last=True)
+    nhwc.load_state_dict(ref.state_dict())  # copies values into the NHWC parameters, keeping their layout
+    convs = [m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    x = torch.randn(3, 3, 32, 32)
+    out_ref, out = ref(x).seq, nhwc(x).seq
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    out_ref.square().sum().backward()
+    out.square().sum().backward()
+    for (name, p_ref), p in zip(ref.named_parameters(), nhwc.parameters()):
+        # float sums run in another order in NHWC: compare relative to the gradient's scale
+        scale = p_ref.grad.abs().max().item()
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-4 * scale, msg=name)
+    # and the state dict loads back into the default layout (checkpoints move between the two)
+    SmallCNNEncoder(channels=[8, 16], spatial=spatial).load_state_dict(nhwc.state_dict())
