@@ -72,8 +72,11 @@ class SequenceTask(pl.LightningModule):
     def shared_step(self, batch: Any, stage: Stage, batch_idx: int = 0) -> Tensor | None:
         # skip mode (--data.on_bad_sample skip): batches carry what their collate left out
         self._skipped.setdefault(stage, []).extend(getattr(batch, "skipped", ()))
-        if isinstance(batch, SkippedBatch):
-            return None  # every sample was bad: no step (Lightning skips a None training step)
+        if isinstance(batch, SkippedBatch):  # every sample was bad
+            if stage == "train" and self._trainer is not None and self.trainer.world_size > 1:
+                # DDP: every rank must join the gradient all-reduce, so a zero loss through every parameter
+                return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            return None  # no step (Lightning skips a None training step)
         loss, outputs = self.compute_loss(batch, stage)
         if not torch.isfinite(loss):
             raise FloatingPointError(

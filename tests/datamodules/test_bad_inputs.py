@@ -362,3 +362,22 @@ def test_fit_reports_and_logs_skipped_samples(tmp_path):
     rows = list(csv.DictReader(open(metrics_file)))
     assert [float(r["train/skipped_samples"]) for r in rows if r.get("train/skipped_samples")] == [1.0]
     assert {float(r["val/skipped_samples"]) for r in rows if r.get("val/skipped_samples")} == {0.0}
+
+
+def test_an_all_bad_batch_skips_the_step_or_joins_ddp_with_a_zero_loss():
+    from types import SimpleNamespace
+
+    import torch
+
+    from apps.core import SequenceTask
+
+    task = SequenceTask()
+    task.layer = torch.nn.Linear(3, 2)
+    batch = SkippedBatch(("a.jpg (image file is truncated)",))
+    task._trainer = SimpleNamespace(world_size=1)
+    assert task.shared_step(batch, "train") is None  # one process: Lightning skips the step
+    task._trainer = SimpleNamespace(world_size=2)
+    loss = task.shared_step(batch, "train")  # DDP: every rank must take part in the gradient all-reduce
+    loss.backward()
+    assert loss.item() == 0.0 and all(torch.equal(p.grad, torch.zeros_like(p)) for p in task.parameters())
+    assert task._skipped["train"] == list(batch.skipped) * 2
