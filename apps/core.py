@@ -87,15 +87,14 @@ class SequenceTask(pl.LightningModule):
         batch_size = self.batch_size_of(batch)
         if stage == "train":
             self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+            if self._trainer is not None and self.trainer.optimizers:
+                self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         else:
             # a Metric, not a tensor: its weighted sum and count are synced, so the epoch loss is right under DDP
             # even when ranks hold different numbers of samples (Lightning's sync_dist averages rank means)
             self.eval_loss[stage].update(loss.detach(), weight=batch_size)
             self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True, batch_size=batch_size)
-        if stage != "train":
             self.update_metrics(batch, outputs, stage)
-        elif self._trainer is not None and self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:

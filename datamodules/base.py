@@ -29,6 +29,11 @@ class SplitDataModule(pl.LightningDataModule):
     def _loader(self, split: Split) -> DataLoader:
         raise NotImplementedError
 
+    @property
+    def distributed(self) -> bool:
+        """Whether the attached Trainer runs several processes (Lightning shards the loaders between them)."""
+        return self.trainer is not None and self.trainer.world_size > 1
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
 
@@ -42,11 +47,10 @@ class SplitDataModule(pl.LightningDataModule):
         """Under DDP, give each rank a disjoint share without padding: Lightning's default DistributedSampler
         repeats samples to even out the shares, and evaluation would count those twice."""
         loader = self._loader(split)
-        trainer = self.trainer
-        if trainer is None or trainer.world_size == 1 or isinstance(loader.sampler, DistributedSampler):
+        if not self.distributed or isinstance(loader.sampler, DistributedSampler):
             return loader
         sampler = UnrepeatedDistributedSampler(
-            loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            loader.dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
         )
         return _update_dataloader(loader, sampler)
 

@@ -360,8 +360,7 @@ class PhonemeDataModule(SplitDataModule):
         dataset = self._dataset(split)
         # Under DDP, Lightning shards plain loaders (and SplitDataModule shards evaluation without repeats);
         # it cannot shard a batch sampler, so distributed runs batch in data order instead of by length.
-        distributed = self.trainer is not None and self.trainer.world_size > 1
-        if isinstance(dataset, GeneratedDataset) and not distributed:
+        if isinstance(dataset, GeneratedDataset) and not self.distributed:
             lengths = [dataset.num_samples(i) for i in range(len(dataset))]
             sampler = LengthBucketSampler(lengths, self.batch_size, shuffle=split == "train", seed=self.seed)
             loader_args = dict(batch_sampler=sampler)

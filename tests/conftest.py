@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,12 @@ TINY_TRAINER = [
     "--trainer.limit_test_batches", "1",
     "--trainer.num_sanity_val_steps", "0",
 ]
+
+# TINY_TRAINER without its first pair, `--trainer.logger false`: the config's (offline) WandbLogger stays on.
+TINY_TRAINER_WITH_LOGGER = TINY_TRAINER[2:]
+
+# The console script, for tests that need a real process (signals, kill -9, DDP).
+RNNSUITE = os.path.join(os.path.dirname(sys.executable), "rnnsuite")
 
 # Per shipped config: data (and size) overrides that make one step cheap. A config without an entry here
 # fails tests/test_configs.py, so a new config cannot ship untested.

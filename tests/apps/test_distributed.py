@@ -3,15 +3,13 @@ import glob
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CONFIGS, REPO, TINY_CAPTIONING, TINY_DATA, TINY_TRAINER, run_cli
+from tests.conftest import CONFIGS, REPO, RNNSUITE, TINY_CAPTIONING, TINY_DATA, TINY_TRAINER, TINY_TRAINER_WITH_LOGGER, run_cli
 
-RNNSUITE = os.path.join(os.path.dirname(sys.executable), "rnnsuite")
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 
 # An odd number of test samples: a padding DistributedSampler would count one of them twice on two ranks.
@@ -47,10 +45,7 @@ def test_two_processes_give_the_same_test_metrics_as_one(config, tmp_path):
 
 def test_only_rank_zero_logs_checkpoints_and_writes_predictions(tmp_path):
     config = ["--config", str(CONFIGS / "captioning.yaml"), *TINY_CAPTIONING, *ODD_TEST_SET["captioning.yaml"]]
-    trainer = [a for a in TINY_TRAINER]
-    i = trainer.index("--trainer.logger")
-    del trainer[i : i + 2]  # keep the config's offline WandbLogger
-    out = ddp_cli("fit", *config, *trainer, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.save_dir", str(tmp_path))
+    out = ddp_cli("fit", *config, *TINY_TRAINER_WITH_LOGGER, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.save_dir", str(tmp_path))
     assert len(glob.glob(str(tmp_path / "wandb" / "offline-run-*"))) == 1  # one run, not one per rank
     assert out.count("best checkpoint: ") == 1
     assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == "last.ckpt" and len(os.listdir(tmp_path / "checkpoints")) == 2

@@ -3,17 +3,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 from apps.captioning import CaptioningTask
-from tests.conftest import CONFIGS, REPO, TINY_CAPTIONING, TINY_TRAINER, run_cli
+from tests.conftest import CONFIGS, REPO, RNNSUITE, TINY_CAPTIONING, TINY_TRAINER, run_cli
 
 CONFIG = str(CONFIGS / "captioning.yaml")
-RNNSUITE = os.path.join(os.path.dirname(sys.executable), "rnnsuite")
 
 
 def cli_process(subcommand, *args, root):

@@ -4,15 +4,12 @@ import json
 
 import pytest
 
-from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_DATA, TINY_TRAINER, run_cli
+from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_DATA, TINY_TRAINER, TINY_TRAINER_WITH_LOGGER, run_cli
 from tests.wandb_records import history, read_records
 
 
 def fit_with_wandb(config, tmp_path, *extra):
-    trainer = [a for a in TINY_TRAINER]
-    i = trainer.index("--trainer.logger")
-    del trainer[i : i + 2]  # keep the config's WandbLogger
-    run_cli("fit", "--config", str(CONFIGS / config), *trainer, *extra, "--trainer.max_epochs", "2",
+    run_cli("fit", "--config", str(CONFIGS / config), *TINY_TRAINER_WITH_LOGGER, *extra, "--trainer.max_epochs", "2",
             "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.logger.save_dir", str(tmp_path))
     (run_file,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
