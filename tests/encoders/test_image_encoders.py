@@ -8,7 +8,7 @@ from encoders import Encoded, Encoder, ResNetEncoder, get_encoder_class, list_en
 from encoders.image import load_resnet_weights
 
 # Small, fast settings for each registered image encoder (registry entries without one are skipped below).
-IMAGE_ENCODER_ARGS = {"small_cnn": {"channels": [8, 16]}, "resnet": {"depth": 18}}
+IMAGE_ENCODER_ARGS = {"small_cnn": {"channels": [8, 16]}, "resnet": {"depth": 18}, "efficientnet_lite": {"pretrained": False}}
 
 
 def image_encoders():
@@ -16,9 +16,10 @@ def image_encoders():
 
 
 def test_every_registered_image_encoder_has_test_settings():
+    from encoders.efficientnet import EfficientNetLiteEncoder
     from encoders.image import ResNetEncoder, SmallCNNEncoder
 
-    image_classes = {SmallCNNEncoder, ResNetEncoder}
+    image_classes = {SmallCNNEncoder, ResNetEncoder, EfficientNetLiteEncoder}
     names = {n for n in list_encoders() if get_encoder_class(n) in image_classes}
     assert names == set(IMAGE_ENCODER_ARGS)
 
