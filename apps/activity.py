@@ -17,7 +17,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from apps.core import SequenceTask, Stage
 from apps.media import log_image, log_video_table, save_gif
 from datamodules.activity import MEAN, STD, ClipBatch
-from encoders.base import Encoder
+from datamodules.feature_cache import FeatureSource, attach_feature_source
+from encoders.base import Encoded, Encoder
 
 
 def video_key(video_id: str) -> int:
@@ -92,6 +93,10 @@ class ActivityTask(SequenceTask):
         label_smoothing: cross-entropy label smoothing.
         top_k: how many labels `rnnsuite predict` writes per video (also the k of test/acc_top5).
         num_logged_clips: validation clips drawn as GIFs with true and predicted labels after each validation.
+        freeze_encoder: keep the encoder's weights (and batch-norm statistics) fixed.
+        encoder_lr: the encoder's own learning rate when fine-tuned (default: the task's `lr`).
+        cache_features: with a frozen FrameEncoder, compute every frame's features once into a disk cache
+            (datamodules/feature_cache.py) and train and evaluate the decoder on them: decoder speed.
     """
 
     main_metric = "val/acc"
@@ -105,6 +110,9 @@ class ActivityTask(SequenceTask):
         label_smoothing: float = 0.0,
         top_k: int = 5,
         num_logged_clips: int = 4,
+        freeze_encoder: bool = False,
+        encoder_lr: float | None = None,
+        cache_features: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +126,9 @@ class ActivityTask(SequenceTask):
         self.encoder = encoder
         self.decoder = decoder(encoder.out_dim, num_classes)
         self.label_smoothing, self.top_k = label_smoothing, min(top_k, num_classes)
+        self.freeze_encoder, self.encoder_lr, self.cache_features = freeze_encoder, encoder_lr, cache_features
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
         self.metrics = nn.ModuleDict({
             "val": MetricCollection({
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -137,13 +148,39 @@ class ActivityTask(SequenceTask):
         """(B, T, C, H, W) clips with (B,) valid lengths -> (B, num_classes) logits."""
         return self.decoder(self.encoder(frames, lengths))
 
+    def setup(self, stage: str) -> None:
+        if self.cache_features and stage != "predict" and self._trainer is not None:
+            if not hasattr(self.encoder, "from_frame_features"):
+                raise ValueError(f"--model.cache_features true needs a FrameEncoder, not {type(self.encoder).__name__}")
+            self.encoder.check_cacheable()
+            source = FeatureSource(self.encoder, self.encoder.encode_frames, tag="frames")
+            attach_feature_source(self.trainer.datamodule, source, self.freeze_encoder)
+
+    def encode(self, batch: ClipBatch) -> Encoded:
+        """The batch's cached per-frame features when it carries them, else the encoder run on its frames."""
+        if batch.features is not None:
+            return self.encoder.from_frame_features(batch.features, batch.lengths)
+        return self.encoder(batch.frames, batch.lengths)
+
+    def param_groups(self) -> list[dict]:
+        decoder = [p for p in self.decoder.parameters() if p.requires_grad]
+        encoder = [p for p in self.encoder.parameters() if p.requires_grad]
+        groups = [{"params": decoder}]
+        if encoder:
+            groups.append({"params": encoder, "lr": self.encoder_lr if self.encoder_lr is not None else self.lr})
+        return groups
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_encoder:
+            self.encoder.eval()  # frozen also means frozen batch-norm statistics
+
     def compute_loss(self, batch: ClipBatch, stage: Stage) -> tuple[Tensor, Tensor]:
-        logits = self(batch.frames, batch.lengths)
+        logits = self.decoder(self.encode(batch))
         return F.cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing), logits
 
     def update_metrics(self, batch: ClipBatch, logits: Tensor, stage: Stage) -> None:
         self.metrics[stage].update(logits, batch.labels)
-        if stage == "val" and len(self._clips) < self.num_logged_clips:
+        if stage == "val" and len(self._clips) < self.num_logged_clips and batch.frames is not None:
             probs = logits.detach().softmax(-1).max(-1)
             for frames, length, label, prob, pred in zip(batch.frames, batch.lengths, batch.labels, *probs):
                 if len(self._clips) < self.num_logged_clips:
@@ -194,4 +231,4 @@ class ActivityTask(SequenceTask):
         return f"top-k labels for {len(merged)} videos"
 
     def batch_size_of(self, batch: ClipBatch) -> int:
-        return batch.frames.shape[0]
+        return len(batch.video_ids)

@@ -15,11 +15,12 @@ from apps.caption_metrics import CIDErD, ROUGEL
 from apps.core import SequenceTask, Stage
 from apps.media import attention_strip, log_image_table
 from datamodules.captioning import MEAN, STD, CaptionBatch
+from datamodules.feature_cache import FeatureSource, attach_feature_source
 from datamodules.vocab import Vocabulary
 from decoders.caption import TokenDecoder
 from decoders.schedules import SamplingSchedule, sampling_probability
 from decoders.search import Generated, beam_search, sample
-from encoders.base import Encoder
+from encoders.base import Encoded, Encoder
 
 
 class CaptioningTask(SequenceTask):
@@ -45,6 +46,8 @@ class CaptioningTask(SequenceTask):
         freeze_encoder: keep the encoder's weights (and batch-norm statistics) fixed.
         encoder_lr: the encoder's own learning rate when fine-tuned (default: the task's `lr`).
         label_smoothing: cross-entropy label smoothing.
+        cache_features: with a frozen encoder, compute its output once per image into a disk cache
+            (datamodules/feature_cache.py) and train and evaluate the decoder on that: decoder speed.
         num_logged_samples: validation images logged with their captions (and attention maps) each epoch.
     """
 
@@ -69,6 +72,7 @@ class CaptioningTask(SequenceTask):
         freeze_encoder: bool = False,
         encoder_lr: float | None = None,
         label_smoothing: float = 0.0,
+        cache_features: bool = False,
         num_logged_samples: int = 8,
         **kwargs: Any,
     ) -> None:
@@ -87,6 +91,7 @@ class CaptioningTask(SequenceTask):
         self.freeze_encoder, self.encoder_lr = freeze_encoder, encoder_lr
         if freeze_encoder:
             self.encoder.requires_grad_(False)
+        self.cache_features = cache_features
         self.num_logged_samples = num_logged_samples
         self.metrics = nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
         self._samples: list[tuple[np.ndarray, str, str, np.ndarray | None]] = []
@@ -98,9 +103,22 @@ class CaptioningTask(SequenceTask):
         return MetricCollection({**bleu, "cider": CIDErD(), "rouge_l": ROUGEL()}, compute_groups=False)
 
     # --- generation -----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.cache_features and stage != "predict" and self._trainer is not None:
+            source = FeatureSource(self.encoder, lambda images: self.encoder(images).seq, tag="seq")
+            attach_feature_source(self.trainer.datamodule, source, self.freeze_encoder)
+
+    def encode(self, batch: CaptionBatch) -> Encoded:
+        """The batch's cached features when it carries them, else the encoder run on its images."""
+        if batch.features is not None:
+            return Encoded(batch.features, None)
+        return self.encoder(batch.images)
+
     def forward(self, images: Tensor) -> Generated:
         """(B, 3, H, W) images -> generated captions with the configured decoding."""
-        encoded = self.encoder(images)
+        return self.generate(self.encoder(images))
+
+    def generate(self, encoded: Encoded) -> Generated:
         args = (self.decoder, encoded, self.vocab.bos_id, self.vocab.eos_id, self.max_caption_len)
         if self.decoding == "beam":
             return beam_search(*args, beam_size=self.beam_size, length_penalty=self.length_penalty)
@@ -124,7 +142,7 @@ class CaptioningTask(SequenceTask):
         sample_prob = self.sample_prob()
         if stage == "train" and self.scheduled_sampling != "off":
             self.log("train/sample_prob", sample_prob, on_step=True, on_epoch=False)
-        out = self.decoder(self.encoder(batch.images), inputs, sample_prob=sample_prob)  # logits (B, L, V)
+        out = self.decoder(self.encode(batch), inputs, sample_prob=sample_prob)  # logits (B, L, V)
         loss = F.cross_entropy(
             out.logits.flatten(0, 1), targets.flatten(), ignore_index=self.vocab.pad_id, label_smoothing=self.label_smoothing
         )
@@ -151,11 +169,11 @@ class CaptioningTask(SequenceTask):
 
     # --- evaluation -----------------------------------------------------------------------------
     def update_metrics(self, batch: CaptionBatch, outputs: None, stage: Stage) -> None:
-        generated = self(batch.images)
+        generated = self.generate(self.encode(batch))
         predictions = self.captions(generated)
         references = [[" ".join(ref) for ref in refs] for refs in batch.references]
         self.metrics[stage].update(predictions, references)
-        if stage == "val" and len(self._samples) < self.num_logged_samples:
+        if stage == "val" and len(self._samples) < self.num_logged_samples and batch.images is not None:
             for i, picture in enumerate(self._pictures(batch.images[: self.num_logged_samples - len(self._samples)])):
                 strip = self._attention_strip(picture, generated, i)
                 self._samples.append((picture, predictions[i], " / ".join(references[i]), strip))
@@ -216,4 +234,4 @@ class CaptioningTask(SequenceTask):
         return f"{len(records)} captions, attention maps in {folder}"
 
     def batch_size_of(self, batch: CaptionBatch) -> int:
-        return batch.images.shape[0]
+        return len(batch.image_ids)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -9,7 +10,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.augment import train_augmentation
 from datamodules.bad_samples import BadSamplePolicy, warn_skipped
+from datamodules.feature_cache import FeatureSource, FeatureTable, array_key, load_or_build
 from datamodules.base import SplitDataModule
 from datamodules import motion_clips
 from datamodules.ucf101 import VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, split_off_validation
@@ -20,43 +23,69 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 class ClipSample(NamedTuple):
-    frames: Tensor  # (T, 3, H, W) normalised
-    label: int      # -1 when unknown (predict)
-    video_id: str   # clips of one video share it (video-level accuracy)
+    frames: Tensor | None           # (T, 3, H, W) normalised; None when cached features stand in for them
+    label: int                      # -1 when unknown (predict)
+    video_id: str                   # clips of one video share it (video-level accuracy)
+    features: Tensor | None = None  # (T, D) cached per-frame features
 
 
 class ClipBatch(NamedTuple):
-    frames: Tensor        # (B, T, 3, H, W), zero after each clip's length
-    lengths: Tensor       # (B,) valid frames
-    labels: Tensor        # (B,) class ids, -1 when unknown
+    frames: Tensor | None           # (B, T, 3, H, W), zero after each clip's length; None in cached training batches
+    lengths: Tensor                 # (B,) valid frames
+    labels: Tensor                  # (B,) class ids, -1 when unknown
     video_ids: list[str]
+    features: Tensor | None = None  # (B, T, D) cached per-frame features of a frozen encoder, zero after lengths
 
 
-def to_tensor(frames: np.ndarray) -> Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, H, W) float, normalised."""
-    return (torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0 - MEAN) / STD
+Augment = Callable[[Tensor], Tensor]  # (T, 3, H, W) uint8 -> same, one set of parameters per clip
+TRANSFORM_KEY = "activity|short-side-centre-crop|imagenet-normalised"  # the frames cached features see
+
+
+def to_tensor(frames: np.ndarray, augment: Augment | None = None) -> Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float, normalised; `augment` (on uint8) first."""
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    if augment is not None:
+        pixels = augment(pixels)
+    return (pixels.float() / 255.0 - MEAN) / STD
+
+
+def _pad(rows: list[Tensor], T: int) -> Tensor:
+    """(t_i, ...) tensors -> (B, T, ...), zero after each one's length."""
+    out = torch.zeros((len(rows), T, *rows[0].shape[1:]), dtype=rows[0].dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
 
 
 def collate_clips(samples: list[ClipSample]) -> ClipBatch:
-    lengths = torch.tensor([s.frames.shape[0] for s in samples])
-    T = int(lengths.max())
-    frames = torch.zeros((len(samples), T, *samples[0].frames.shape[1:]))
-    for i, s in enumerate(samples):
-        frames[i, : s.frames.shape[0]] = s.frames
-    return ClipBatch(frames, lengths, torch.tensor([s.label for s in samples]), [s.video_id for s in samples])
+    first = samples[0].frames if samples[0].frames is not None else samples[0].features
+    lengths = torch.tensor([len(s.frames if s.frames is not None else s.features) for s in samples])
+    T = int(lengths.max()) if len(first) else 0
+    frames = _pad([s.frames for s in samples], T) if samples[0].frames is not None else None
+    features = _pad([s.features for s in samples], T) if samples[0].features is not None else None
+    return ClipBatch(frames, lengths, torch.tensor([s.label for s in samples]), [s.video_id for s in samples], features)
 
 
 class MotionClipDataset(Dataset):
     """Generated clips held in memory as uint8 (N, T, H, W, 3)."""
 
-    def __init__(self, split: str, frames: np.ndarray, labels: np.ndarray) -> None:
-        self.split, self.frames, self.labels = split, frames, labels
+    def __init__(self, split: str, frames: np.ndarray, labels: np.ndarray, augment: Augment | None = None) -> None:
+        self.split, self.frames, self.labels, self.augment = split, frames, labels, augment
+        self.features: FeatureTable | None = None  # set with cached features
+        self.with_pixels = True
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def feature_items(self) -> tuple[list[str], list[int], Callable[[int], Tensor]]:
+        """(item keys, frames per item, item -> its frames) for the feature cache."""
+        split = array_key(self.frames)
+        return [f"{split}|{i}" for i in range(len(self))], [self.frames.shape[1]] * len(self), lambda i: to_tensor(self.frames[i])
+
     def __getitem__(self, i: int) -> ClipSample:
-        return ClipSample(to_tensor(self.frames[i]), int(self.labels[i]), f"{self.split}{i:06d}")
+        features = None if self.features is None else torch.from_numpy(self.features[i].astype(np.float32))
+        frames = to_tensor(self.frames[i], self.augment) if self.with_pixels or features is None else None
+        return ClipSample(frames, int(self.labels[i]), f"{self.split}{i:06d}", features)
 
 
 def clip_starts(num_cached: int, num_frames: int, clips_per_video: int) -> list[np.ndarray]:
@@ -76,23 +105,35 @@ class VideoClipDataset(Dataset):
     """
 
     def __init__(self, videos: list[tuple[VideoRecord, int]], cache: FrameCache, num_frames: int,
-                 train: bool, clips_per_video: int = 1) -> None:
-        self.cache, self.num_frames, self.train = cache, num_frames, train
+                 train: bool, clips_per_video: int = 1, augment: Augment | None = None) -> None:
+        self.cache, self.num_frames, self.train, self.augment = cache, num_frames, train, augment
         self.videos = videos
-        self.items = [(record, None) for record, _ in videos] if train else [
-            (record, idx) for record, count in videos for idx in clip_starts(count, num_frames, clips_per_video)
+        # (video index, cached frame count, frame indices or None for a random training window)
+        self.items = [(v, count, None) for v, (_, count) in enumerate(videos)] if train else [
+            (v, count, idx) for v, (_, count) in enumerate(videos) for idx in clip_starts(count, num_frames, clips_per_video)
         ]
+        self.features: FeatureTable | None = None  # per video, one row per cached frame (set with cached features)
+        self.with_pixels = True
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def feature_items(self) -> tuple[list[str], list[int], Callable[[int], Tensor]]:
+        """(item keys, frames per item, item -> its frames) for the feature cache: every cached frame of a video."""
+        keys = [self.cache.path_for(record.path) for record, _ in self.videos]  # keyed by file and decoding
+        return keys, [count for _, count in self.videos], lambda v: to_tensor(self.cache.load(self.videos[v][0].path))
+
     def __getitem__(self, i: int) -> ClipSample:
-        record, idx = self.items[i]
-        frames = self.cache.load(record.path)
+        v, count, idx = self.items[i]
+        record = self.videos[v][0]
         if idx is None:
-            start = np.random.randint(0, len(frames) - self.num_frames + 1)
+            start = np.random.randint(0, count - self.num_frames + 1)
             idx = np.arange(start, start + self.num_frames)
-        return ClipSample(to_tensor(frames[idx]), record.label, record.video_id)
+        features = None if self.features is None else torch.from_numpy(self.features[v][idx].astype(np.float32))
+        frames = None
+        if self.with_pixels or features is None:
+            frames = to_tensor(self.cache.load(record.path)[idx], self.augment)
+        return ClipSample(frames, record.label, record.video_id, features)
 
 
 class VideoFolderDataset(Dataset):
@@ -142,6 +183,13 @@ class ActivityDataModule(SplitDataModule):
         on_bad_sample: error (stop, naming the file and line) or skip (leave out and count, reported every epoch)
             for a split-file line with an unknown class or a missing video, an unreadable video, or one shorter
             than num_frames.
+        augment: training clips get a random resized crop and brightness/contrast/saturation jitter, the same
+            for every frame of a clip (one set of parameters per clip), for small real sets. Excludes cached
+            features (`--model.cache_features`).
+        crop_scale: area fraction range of the random crop.
+        color_jitter: brightness/contrast/saturation change, +- this fraction.
+        horizontal_flip: also mirror training clips half of the time; opt-in, because a mirror image turns a
+            movement or pan to the left into one to the right: wrong for classes defined by direction.
     """
 
     def __init__(
@@ -165,8 +213,14 @@ class ActivityDataModule(SplitDataModule):
         seed: int = 0,
         class_names: list[str] | None = None,
         on_bad_sample: BadSamplePolicy = "error",
+        augment: bool = False,
+        crop_scale: tuple[float, float] = (0.6, 1.0),
+        color_jitter: float = 0.3,
+        horizontal_flip: bool = False,
     ) -> None:
         super().__init__(on_bad_sample)
+        self.augment = train_augmentation(image_size, crop_scale, color_jitter, horizontal_flip) if augment else None
+        self.feature_source: FeatureSource | None = None
         if num_frames < 1 or clips_per_video < 1:
             raise ValueError("num_frames and clips_per_video must be >= 1")
         if max_cached_frames < num_frames:
@@ -219,7 +273,8 @@ class ActivityDataModule(SplitDataModule):
                     f"every {split} video was skipped (unreadable or shorter than num_frames={self.num_frames}); "
                     "lower --data.num_frames or check the files"
                 )
-            dataset = VideoClipDataset(kept, self.cache, self.num_frames, split == "train", self.clips_per_video)
+            dataset = VideoClipDataset(kept, self.cache, self.num_frames, split == "train", self.clips_per_video,
+                                       self.augment if split == "train" else None)
         else:
             if self.class_names != list(motion_clips.CLASS_NAMES):
                 raise ValueError(
@@ -229,9 +284,26 @@ class ActivityDataModule(SplitDataModule):
             frames, labels = motion_clips.load_split(
                 split, self.counts[split], self.num_frames, self.image_size, self.seed, self.num_distractors
             )
-            dataset = MotionClipDataset(split, frames, labels)
+            dataset = MotionClipDataset(split, frames, labels, self.augment if split == "train" else None)
+        if split != "predict" and self.feature_source is not None:
+            keys, counts, load = dataset.feature_items()
+            transform = f"{TRANSFORM_KEY}|{self.image_size}|{self.cache.max_frames}"
+            dataset.features = load_or_build(f"activity-{split}", keys, counts, transform, self.feature_source, load,
+                                             self.num_workers)
+            dataset.with_pixels = split == "val"  # the logged validation clips show the frames
         self.datasets[split] = dataset
         return dataset
+
+    def use_cached_features(self, source: FeatureSource) -> None:
+        """From the task's `setup()` when its encoder is frozen: batches of every split but predict then carry
+        per-frame `features` computed once by `source` for every cached frame; clips pick their frames' rows
+        (training batches carry no frames; validation keeps them for the logged clips)."""
+        if self.augment is not None:
+            raise ValueError("--data.augment true and cached features exclude each other: features are computed "
+                             "once from un-augmented frames. Turn one off (--model.cache_features false to augment "
+                             "and run the encoder on every step)")
+        self.feature_source = source
+        self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(

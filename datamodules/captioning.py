@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -13,10 +13,13 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.bad_samples import BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, load_or_skip, warn_skipped
+from datamodules.augment import train_augmentation
+from datamodules.bad_samples import (BadSampleError, BadSamplePolicy, SkippedBatch, SkippedSample, drop_skipped, load_or_skip,
+                                     warn_skipped)
 from datamodules.base import SplitDataModule
 from datamodules import scenes
 from datamodules.coco import read_coco_captions
+from datamodules.feature_cache import FeatureSource, FeatureTable, array_key, file_key, load_or_build
 from datamodules.karpathy import CaptionRecord, read_karpathy_json
 from datamodules.vocab import Vocabulary
 
@@ -27,17 +30,23 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 class CaptionSample(NamedTuple):
-    image: Tensor                   # (3, H, W) normalised
+    image: Tensor | None            # (3, H, W) normalised; None when cached features stand in for it
     references: list[list[str]]     # every reference caption, as words
     image_id: str
+    features: Tensor | None = None  # (T_enc, D) cached encoder output
 
 
 class CaptionBatch(NamedTuple):
-    images: Tensor                       # (B, 3, H, W)
+    images: Tensor | None                # (B, 3, H, W); None in training batches with cached features
     tokens: Tensor                       # (B, L) <bos> w1 .. wn <eos>, then <pad>
     references: list[list[list[str]]]   # per image, all reference captions
     image_ids: list[str]
     skipped: tuple[str, ...] = ()       # samples left out of this batch (on_bad_sample=skip), described
+    features: Tensor | None = None       # (B, T_enc, D) cached output of a frozen encoder, used instead of images
+
+
+Augment = Callable[[Tensor], Tensor]  # (3, H, W) uint8 -> (3, S, S) uint8, see datamodules/augment.py
+TRANSFORM_KEY = "captioning|resize-bilinear-square|imagenet-normalised"  # the eval transform cached features see
 
 
 def to_tensor(pixels: np.ndarray) -> Tensor:
@@ -45,10 +54,14 @@ def to_tensor(pixels: np.ndarray) -> Tensor:
     return (torch.tensor(pixels).permute(2, 0, 1).float() / 255.0 - MEAN) / STD
 
 
-def load_image(path: str, image_size: int, skippable: bool = True) -> Tensor:
-    """PIL's errors (missing, truncated, not an image) become a `BadSampleError` naming the file."""
+def load_image(path: str, image_size: int, skippable: bool = True, augment: Augment | None = None) -> Tensor:
+    """PIL's errors (missing, truncated, not an image) become a `BadSampleError` naming the file. Resized to a
+    square, or with `augment` a random crop of the whole picture resized to one."""
     try:
         with Image.open(path) as img:
+            if augment is not None:
+                pixels = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)  # (3, H, W) uint8
+                return to_tensor(augment(pixels).permute(1, 2, 0).numpy())
             img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
             return to_tensor(np.asarray(img))
     except FileNotFoundError as err:
@@ -62,31 +75,64 @@ def load_image(path: str, image_size: int, skippable: bool = True) -> Tensor:
 class SceneDataset(Dataset):
     """Generated scenes, rendered once into memory (uint8, ~12 kB each at 64 x 64)."""
 
-    def __init__(self, split_scenes: Sequence[scenes.Scene], image_size: int) -> None:
+    def __init__(self, split_scenes: Sequence[scenes.Scene], image_size: int, augment: Augment | None = None) -> None:
         self.scenes = list(split_scenes)
         self.pixels = np.stack([scenes.render(s, image_size) for s in self.scenes])  # (N, H, W, 3)
+        self.augment = augment
+        self.features: FeatureTable | None = None  # set by `use_features`
+        self.with_pixels = True
 
     def __len__(self) -> int:
         return len(self.scenes)
 
+    def item_keys(self) -> list[str]:
+        split = array_key(self.pixels)
+        return [f"{split}|{i}" for i in range(len(self))]
+
+    def pixels_of(self, i: int) -> Tensor | None:
+        if self.augment is not None:
+            return to_tensor(self.augment(torch.from_numpy(self.pixels[i]).permute(2, 0, 1)).permute(1, 2, 0).numpy())
+        return to_tensor(self.pixels[i])
+
     def __getitem__(self, i: int) -> CaptionSample:
-        return CaptionSample(to_tensor(self.pixels[i]), self.scenes[i].captions(), f"scene{i:06d}")
+        features = None if self.features is None else torch.from_numpy(self.features[i][0].astype(np.float32))
+        image = self.pixels_of(i) if self.with_pixels or features is None else None
+        return CaptionSample(image, self.scenes[i].captions(), f"scene{i:06d}", features)
 
 
 class RecordDataset(Dataset):
     """Images on disk with reference captions (Karpathy or COCO JSON); in skip mode an unreadable image
     comes back as a `SkippedSample`."""
 
-    def __init__(self, records: Sequence[CaptionRecord], image_size: int, on_bad_sample: BadSamplePolicy = "error") -> None:
+    def __init__(self, records: Sequence[CaptionRecord], image_size: int, on_bad_sample: BadSamplePolicy = "error",
+                 augment: Augment | None = None) -> None:
         self.records, self.image_size, self.on_bad_sample = list(records), image_size, on_bad_sample
+        self.augment = augment
+        self.features: FeatureTable | None = None  # set by `use_features`
+        self.with_pixels = True
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def item_keys(self) -> list[str]:
+        return [f"{file_key(r.image_path)}|{self.image_size}" for r in self.records]
+
+    def pixels_of(self, i: int) -> Tensor | None:
+        """The image, or None for an unreadable one in skip mode."""
+        image = load_or_skip(self.on_bad_sample, lambda: load_image(self.records[i].image_path, self.image_size,
+                                                                    augment=self.augment))
+        return None if isinstance(image, SkippedSample) else image
+
     def __getitem__(self, i: int) -> CaptionSample:
         rec = self.records[i]
+        if self.features is not None and self.features.valid[i]:
+            features = torch.from_numpy(self.features[i][0].astype(np.float32))
+            if not self.with_pixels:
+                return CaptionSample(None, rec.captions, rec.image_id, features)
+            return load_or_skip(self.on_bad_sample, lambda: CaptionSample(
+                load_image(rec.image_path, self.image_size), rec.captions, rec.image_id, features))
         return load_or_skip(self.on_bad_sample, lambda: CaptionSample(
-            load_image(rec.image_path, self.image_size), rec.captions, rec.image_id))
+            load_image(rec.image_path, self.image_size, augment=self.augment), rec.captions, rec.image_id))
 
 
 class FolderDataset(Dataset):
@@ -108,6 +154,11 @@ class FolderDataset(Dataset):
         return CaptionSample(load_image(self.paths[i], self.image_size, skippable=False), [], os.path.basename(self.paths[i]))
 
 
+def _one(image: Tensor | None) -> Tensor | None:
+    """(3, H, W) -> (1, 3, H, W): one cached row per image."""
+    return None if image is None else image[None]
+
+
 class CaptionCollate:
     """Stacks images and turns one caption per image into padded token ids.
 
@@ -127,10 +178,10 @@ class CaptionCollate:
             words = (random.choice(s.references) if self.random_reference else s.references[0]) if s.references else []
             rows.append(torch.tensor(self.vocab.encode(words[: self.max_caption_len])))
         tokens = pad_sequence(rows, batch_first=True, padding_value=self.vocab.pad_id)
-        return CaptionBatch(
-            torch.stack([s.image for s in samples]), tokens, [s.references for s in samples], [s.image_id for s in samples],
-            skipped,
-        )
+        images = torch.stack([s.image for s in samples]) if samples[0].image is not None else None
+        features = torch.stack([s.features for s in samples]) if samples[0].features is not None else None
+        return CaptionBatch(images, tokens, [s.references for s in samples], [s.image_id for s in samples], skipped,
+                            features)
 
 
 class CaptioningDataModule(SplitDataModule):
@@ -160,6 +211,12 @@ class CaptioningDataModule(SplitDataModule):
             checkpoint when evaluating it).
         on_bad_sample: error (stop, naming the file and entry) or skip (leave out and count, reported every
             epoch) for an image that is missing or unreadable, or has no non-empty caption.
+        augment: training images get a random resized crop and brightness/contrast/saturation jitter (no hue:
+            captions name colours); for small real sets. Excludes cached features (`--model.cache_features`).
+        crop_scale: area fraction range of the random crop (high enough that objects stay in the picture).
+        color_jitter: brightness/contrast/saturation change, +- this fraction.
+        horizontal_flip: also mirror training images half of the time; opt-in, because a mirror image turns
+            "left of" into "right of" and makes such captions wrong.
     """
 
     def __init__(
@@ -184,8 +241,14 @@ class CaptioningDataModule(SplitDataModule):
         seed: int = 0,
         vocab: list[str] | None = None,
         on_bad_sample: BadSamplePolicy = "error",
+        augment: bool = False,
+        crop_scale: tuple[float, float] = (0.8, 1.0),
+        color_jitter: float = 0.3,
+        horizontal_flip: bool = False,
     ) -> None:
         super().__init__(on_bad_sample)
+        self.augment = train_augmentation(image_size, crop_scale, color_jitter, horizontal_flip) if augment else None
+        self.feature_source: FeatureSource | None = None
         self.karpathy_json, self.image_root, self.predict_dir = karpathy_json, image_root, predict_dir
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.max_caption_len = max_caption_len
@@ -222,17 +285,39 @@ class CaptioningDataModule(SplitDataModule):
     def vocab(self) -> list[str]:
         return self.vocabulary.tokens
 
+    def use_cached_features(self, source: FeatureSource) -> None:
+        """From the task's `setup()` when its encoder is frozen: batches of every split but predict then carry
+        `features` computed once by `source` (training batches carry no images; validation keeps them for the
+        logged samples)."""
+        if self.augment is not None:
+            raise ValueError("--data.augment true and cached features exclude each other: features are computed "
+                             "once from un-augmented images. Turn one off (--model.cache_features false to augment "
+                             "and run the encoder on every step)")
+        self.feature_source = source
+        self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
+
     def _dataset(self, split: str) -> Dataset:
         if split not in self.datasets:
+            augment = self.augment if split == "train" else None
             if split == "predict":
                 if self.predict_dir is None:
                     raise ValueError("rnnsuite predict needs --data.predict_dir DIR (a folder of images)")
                 self.datasets[split] = FolderDataset(self.predict_dir, self.image_size)
             elif self.records is not None:
-                self.datasets[split] = RecordDataset(self.records[split], self.image_size, self.on_bad_sample)
+                self.datasets[split] = RecordDataset(self.records[split], self.image_size, self.on_bad_sample, augment)
             else:
-                self.datasets[split] = SceneDataset(self.scene_splits[split], self.image_size)
+                self.datasets[split] = SceneDataset(self.scene_splits[split], self.image_size, augment)
+            if split != "predict" and self.feature_source is not None:
+                self._attach_features(split, self.datasets[split])
         return self.datasets[split]
+
+    def _attach_features(self, split: str, dataset: RecordDataset | SceneDataset) -> None:
+        """Encode the split once into the feature cache (or find it there) and let the dataset read it."""
+        keys = dataset.item_keys()
+        transform = f"{TRANSFORM_KEY}|{self.image_size}"
+        dataset.features = load_or_build(f"captioning-{split}", keys, [1] * len(keys), transform, self.feature_source,
+                                         lambda i: _one(dataset.pixels_of(i)), self.num_workers)
+        dataset.with_pixels = split == "val"  # the logged validation samples show the image
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(

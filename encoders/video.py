@@ -51,7 +51,7 @@ class FrameEncoder(Encoder):
         self.out_dim = image_encoder.out_dim * grid * grid
 
     def _pick_one(self, x: Tensor, lengths: Tensor | None) -> Tensor:
-        """(B, T, C, H, W) -> (B, 1, C, H, W): one valid frame per clip."""
+        """(B, T, ...) -> (B, 1, ...): one valid frame (or its features) per clip."""
         B, T = x.shape[:2]
         n = lengths.clamp(min=1) if lengths is not None else torch.full((B,), T, device=x.device)
         if self.training:
@@ -73,6 +73,20 @@ class FrameEncoder(Encoder):
         if side != self.grid:
             grid = F.adaptive_avg_pool2d(grid, self.grid)  # (N, C, grid, grid)
         return grid.flatten(1)  # (N, C * grid * grid)
+
+    def check_cacheable(self) -> None:
+        """Per-frame features can be cached only when a frame's features depend on that frame alone."""
+        if self.motion != "none":
+            raise ValueError(f"cached features need FrameEncoder(motion=none): motion={self.motion} reads pairs of "
+                             "frames; set --model.cache_features false or motion: none")
+
+    def from_frame_features(self, features: Tensor, lengths: Tensor | None = None) -> Encoded:
+        """(B, T, D) per-frame features (`encode_frames` of each frame, e.g. from a cache) -> what `forward` returns
+        for the clips: all frames, or with frames=one the same single frame `forward` would pick."""
+        self.check_cacheable()
+        if self.frames == "one":
+            return Encoded(self._pick_one(features, lengths), None)
+        return Encoded(features, lengths)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:
         if x.dim() != 5:

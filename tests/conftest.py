@@ -56,6 +56,9 @@ TINY_DATA = {
 }
 
 TINY_DATA["captioning_attention.yaml"] = TINY_DATA["captioning.yaml"]
+# the pretrained configs at 64 px / 32 px: the EfficientNet runs at any size, and its features are cached
+TINY_DATA["captioning_pretrained.yaml"] = [*TINY_DATA["captioning.yaml"], "--data.image_size", "64"]
+TINY_DATA["activity_pretrained.yaml"] = [*TINY_DATA["activity.yaml"], "--data.image_size", "32"]
 
 # Captioning model small enough for unit-speed tests.
 TINY_CAPTIONING = [

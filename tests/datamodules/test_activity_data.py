@@ -94,7 +94,7 @@ def test_ucf_reader_labels_splits_and_skips(ucf, tmp_path):
     assert isinstance(batch, ClipBatch)
     assert batch.frames.shape == (4, 8, 3, 16, 16) and batch.lengths.tolist() == [8] * 4
     test = dm._dataset("test")
-    assert len(test) == 6 and all("_g02_" in vid for _, _, vid in (test[i] for i in range(len(test))))
+    assert len(test) == 6 and all("_g02_" in test[i].video_id for i in range(len(test)))
 
 
 def test_class_missing_from_class_index_is_a_clear_error(ucf, tmp_path):
