@@ -97,6 +97,8 @@ class ActivityTask(SequenceTask):
         encoder_lr: the encoder's own learning rate when fine-tuned (default: the task's `lr`).
         cache_features: with a frozen FrameEncoder, compute every frame's features once into a disk cache
             (datamodules/feature_cache.py) and train and evaluate the decoder on them: decoder speed.
+        trained_on: what the model was trained on, set at fit from the datamodule (stored in the checkpoint);
+            predict prints a note when it was generated data.
     """
 
     main_metric = "val/acc"
@@ -113,6 +115,7 @@ class ActivityTask(SequenceTask):
         freeze_encoder: bool = False,
         encoder_lr: float | None = None,
         cache_features: bool = False,
+        trained_on: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -127,6 +130,7 @@ class ActivityTask(SequenceTask):
         self.decoder = decoder(encoder.out_dim, num_classes)
         self.label_smoothing, self.top_k = label_smoothing, min(top_k, num_classes)
         self.freeze_encoder, self.encoder_lr, self.cache_features = freeze_encoder, encoder_lr, cache_features
+        self.trained_on = trained_on
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         self.metrics = nn.ModuleDict({
@@ -155,6 +159,15 @@ class ActivityTask(SequenceTask):
             self.encoder.check_cacheable()
             source = FeatureSource(self.encoder, self.encoder.encode_frames, tag="frames")
             attach_feature_source(self.trainer.datamodule, source, self.freeze_encoder)
+
+    def on_fit_start(self) -> None:
+        # what predict tells its user: a model of generated data knows nothing of real photographs or footage
+        self.trained_on = self.hparams["trained_on"] = getattr(self.trainer.datamodule, "data_source", None)
+
+    def on_predict_start(self) -> None:
+        if self.trained_on and self.trained_on.startswith("generated"):
+            print(f"note: this checkpoint was trained on {self.trained_on}, not on real footage; expect "
+                  "nonsense on anything else (configs/*_pretrained.yaml trains on your own data)")
 
     def encode(self, batch: ClipBatch) -> Encoded:
         """The batch's cached per-frame features when it carries them, else the encoder run on its frames."""

@@ -48,6 +48,8 @@ class CaptioningTask(SequenceTask):
         label_smoothing: cross-entropy label smoothing.
         cache_features: with a frozen encoder, compute its output once per image into a disk cache
             (datamodules/feature_cache.py) and train and evaluate the decoder on that: decoder speed.
+        trained_on: what the model was trained on, set at fit from the datamodule (stored in the checkpoint);
+            predict prints a note when it was generated data.
         num_logged_samples: validation images logged with their captions (and attention maps) each epoch.
     """
 
@@ -73,6 +75,7 @@ class CaptioningTask(SequenceTask):
         encoder_lr: float | None = None,
         label_smoothing: float = 0.0,
         cache_features: bool = False,
+        trained_on: str | None = None,
         num_logged_samples: int = 8,
         **kwargs: Any,
     ) -> None:
@@ -91,7 +94,7 @@ class CaptioningTask(SequenceTask):
         self.freeze_encoder, self.encoder_lr = freeze_encoder, encoder_lr
         if freeze_encoder:
             self.encoder.requires_grad_(False)
-        self.cache_features = cache_features
+        self.cache_features, self.trained_on = cache_features, trained_on
         self.num_logged_samples = num_logged_samples
         self.metrics = nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
         self._samples: list[tuple[np.ndarray, str, str, np.ndarray | None]] = []
@@ -107,6 +110,15 @@ class CaptioningTask(SequenceTask):
         if self.cache_features and stage != "predict" and self._trainer is not None:
             source = FeatureSource(self.encoder, lambda images: self.encoder(images).seq, tag="seq")
             attach_feature_source(self.trainer.datamodule, source, self.freeze_encoder)
+
+    def on_fit_start(self) -> None:
+        # what predict tells its user: a model of generated data knows nothing of real photographs or footage
+        self.trained_on = self.hparams["trained_on"] = getattr(self.trainer.datamodule, "data_source", None)
+
+    def on_predict_start(self) -> None:
+        if self.trained_on and self.trained_on.startswith("generated"):
+            print(f"note: this checkpoint was trained on {self.trained_on}, not on real photographs; expect "
+                  "nonsense on anything else (configs/*_pretrained.yaml trains on your own data)")
 
     def encode(self, batch: CaptionBatch) -> Encoded:
         """The batch's cached features when it carries them, else the encoder run on its images."""

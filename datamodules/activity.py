@@ -294,6 +294,11 @@ class ActivityDataModule(SplitDataModule):
         self.datasets[split] = dataset
         return dataset
 
+    @property
+    def data_source(self) -> str:
+        """What a model fitted on this data was trained on (stored in its checkpoint, told by predict)."""
+        return "generated motion clips of MNIST digits" if self.video_root is None else f"videos of {self.video_root}"
+
     def use_cached_features(self, source: FeatureSource) -> None:
         """From the task's `setup()` when its encoder is frozen: batches of every split but predict then carry
         per-frame `features` computed once by `source` for every cached frame; clips pick their frames' rows

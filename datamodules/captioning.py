@@ -282,6 +282,13 @@ class CaptioningDataModule(SplitDataModule):
         self.vocabulary = Vocabulary(vocab) if vocab else Vocabulary.build(train_captions, min_word_freq)
 
     @property
+    def data_source(self) -> str:
+        """What a model fitted on this data was trained on (stored in its checkpoint, told by predict)."""
+        if self.records is None:
+            return "generated scenes of coloured shapes"
+        return f"captions of {self.karpathy_json or 'COCO'}"
+
+    @property
     def vocab(self) -> list[str]:
         return self.vocabulary.tokens
 

@@ -23,6 +23,7 @@ SCRIPTS = {
     "data_pipeline.py": ["--task", "phonemes"],
     "options.py": ["--task", "activity"],
     "peak_memory.py": ["--task", "frames"],
+    "feature_cache.py": [],
 }
 
 

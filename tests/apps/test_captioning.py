@@ -59,6 +59,7 @@ def test_cli_test_writes_metrics_json_and_predict_writes_captions(tmp_path, caps
             "--ckpt_path", ckpt, "--data.predict_dir", str(images), "--predictions", str(out))
     captions = json.loads(out.read_text())
     assert set(captions) == {"a.png", "b.jpg"}
+    assert "trained on generated scenes of coloured shapes" in capsys.readouterr().out  # the domain is told
     assert all(isinstance(c, str) for c in captions.values())
 
 
