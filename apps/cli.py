@@ -12,20 +12,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
 from apps.core import SequenceTask
-
-# (datamodule attribute, task argument) pairs filled in when both classes have them: the datamodule owns
-# vocabularies and label sets, so YAML never states them a second time.
-DATA_TO_MODEL_LINKS = [
-    ("vocab", "vocab"),
-    ("max_caption_len", "max_caption_len"),
-    ("frame_channels", "frame_channels"),
-    ("input_frames", "input_frames"),
-    ("output_frames", "output_frames"),
-    ("phonemes", "phonemes"),
-    ("phoneme_folding", "phoneme_folding"),
-    ("class_names", "class_names"),
-]
-
+from apps.tasks import data_links
 
 class RNNSuiteCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -37,7 +24,8 @@ class RNNSuiteCLI(LightningCLI):
             "--predictions", type=str | None, default=None,
             help="predict: where to write predictions (default <trainer.default_root_dir>/predictions.json)",
         )
-        for data_attr, model_arg in DATA_TO_MODEL_LINKS:
+        # the datamodule owns vocabularies and label sets, so YAML never states them a second time
+        for data_attr, model_arg in data_links():
             parser.link_arguments(f"data.{data_attr}", f"model.init_args.{model_arg}", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
@@ -84,7 +72,7 @@ class RNNSuiteCLI(LightningCLI):
         if subcommand == "fit":
             return
         data_args = config.data.init_args
-        for data_attr, model_arg in DATA_TO_MODEL_LINKS:
+        for data_attr, model_arg in data_links():
             if model_arg in hparams and data_attr in data_args:
                 data_args[data_attr] = hparams[model_arg]
 

@@ -1,14 +1,15 @@
-"""The one LightningModule every task shares: step, logging as `stage/name`, optimizer and schedule.
+"""The one LightningModule every task shares: step, metrics, media, logging as `stage/name`, optimizer and schedule.
 
-A task subclass overrides `compute_loss` (and, for its metrics, `update_metrics` / `compute_metrics`)
-and sets `main_metric`; everything else lives here once.
+A task subclass is its loss (`compute_loss`), its metrics (`build_metrics`) and their inputs (`metric_inputs`),
+its media (`media_samples`, `log_media`) and its predictions (`predict_step`); everything else lives here once.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -16,12 +17,15 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 
 from apps.callbacks import CheckpointOnInterrupt
 from datamodules.bad_samples import SkippedBatch
+from datamodules.feature_cache import FeatureSource, attach_feature_source
+from encoders.base import Encoder
 
 Stage = Literal["train", "val", "test"]
+EVAL_STAGES: tuple[Stage, ...] = ("val", "test")
 
 
 class SequenceTask(pl.LightningModule):
@@ -33,11 +37,14 @@ class SequenceTask(pl.LightningModule):
         optimizer: adamw, adam or sgd (momentum 0.9, Nesterov).
         scheduler: none, cosine (to 0 after warm-up, over the planned steps) or plateau (halve on a stalled main metric).
         warmup_steps: linear warm-up from 0 to `lr` over this many optimizer steps.
+        num_logged_samples: validation samples kept for the task's media (captions, clips, audio, strips) each epoch.
     """
 
     #: metric that picks the best checkpoint, and whether higher is better
-    main_metric: str = "val/loss"
-    main_metric_mode: Literal["min", "max"] = "min"
+    main_metric: ClassVar[str] = "val/loss"
+    main_metric_mode: ClassVar[Literal["min", "max"]] = "min"
+    #: datamodule attribute -> constructor argument, filled in by the CLI when both are built (vocabularies, labels)
+    data_links: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -46,27 +53,50 @@ class SequenceTask(pl.LightningModule):
         optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
         scheduler: Literal["none", "cosine", "plateau"] = "cosine",
         warmup_steps: int = 0,
+        num_logged_samples: int = 4,
     ) -> None:
         super().__init__()
         self.lr, self.weight_decay = lr, weight_decay
         self.optimizer_name, self.scheduler_name, self.warmup_steps = optimizer, scheduler, warmup_steps
+        self.num_logged_samples = num_logged_samples
         self._skipped: dict[str, list[str]] = {}  # per stage: samples the collate left out this epoch
-        self.eval_loss = torch.nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})  # states not in checkpoints
+        self._media: list[Any] = []  # validation samples for `log_media`
+        self.eval_loss = torch.nn.ModuleDict({s: MeanMetric() for s in EVAL_STAGES})  # states not in checkpoints
+        self._metrics: torch.nn.ModuleDict | None = None
+
+    @property
+    def metrics(self) -> torch.nn.ModuleDict:
+        """{stage: MetricCollection}, built on first use from `build_metrics` (after the subclass's __init__)."""
+        if self._metrics is None:
+            self._metrics = torch.nn.ModuleDict({s: self.build_metrics(s) for s in EVAL_STAGES}).to(self.device)
+        return self._metrics
 
     # --- what a task provides -------------------------------------------------------------------
     def compute_loss(self, batch: Any, stage: Stage) -> tuple[Tensor, Any]:
-        """Return (scalar loss, outputs handed to `update_metrics`)."""
+        """Return (scalar loss, outputs handed to `metric_inputs` and `media_samples`)."""
         raise NotImplementedError
 
-    def update_metrics(self, batch: Any, outputs: Any, stage: Stage) -> None:
-        """Accumulate evaluation metrics for one batch (val/test only)."""
+    def build_metrics(self, stage: Stage) -> MetricCollection:
+        """The metrics of one evaluation stage; the core updates, computes, logs and resets them."""
+        return MetricCollection({})
 
-    def compute_metrics(self, stage: Stage) -> dict[str, float | Tensor]:
-        """Metrics for the finished epoch, keyed without the stage prefix (e.g. {"bleu4": 0.8})."""
+    def metric_inputs(self, batch: Any, outputs: Any, stage: Stage) -> dict[str, Any]:
+        """Keyword arguments for `metrics[stage].update`; each metric receives the ones its `update` names."""
         return {}
 
-    def on_eval_epoch_end(self, stage: Stage) -> None:
-        """Hook for media logging etc. after metrics were computed (val/test only)."""
+    def media_samples(self, batch: Any, outputs: Any, limit: int) -> list[Any]:
+        """Up to `limit` samples of a validation batch to draw in `log_media`."""
+        return []
+
+    def log_media(self, stage: Stage, samples: list[Any], values: dict[str, Tensor]) -> None:
+        """Rank 0, never while sanity checking: draw `samples` and non-scalar metric `values` (a confusion matrix)."""
+
+    def write_predictions(self, outputs: list[dict[str, Any]], path: str) -> str:
+        """`predict_step` returns {sample id: record} per batch: merged into one JSON file. Returns what was written."""
+        merged = {name: record for batch in outputs for name, record in batch.items()}
+        with open(path, "w") as f:
+            json.dump(merged, f, indent=2, sort_keys=True)
+        return f"{len(merged)} predictions"
 
     # --- the shared step ------------------------------------------------------------------------
     def shared_step(self, batch: Any, stage: Stage, batch_idx: int = 0) -> Tensor | None:
@@ -89,12 +119,14 @@ class SequenceTask(pl.LightningModule):
             self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
             if self._trainer is not None and self.trainer.optimizers:
                 self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-        else:
-            # a Metric, not a tensor: its weighted sum and count are synced, so the epoch loss is right under DDP
-            # even when ranks hold different numbers of samples (Lightning's sync_dist averages rank means)
-            self.eval_loss[stage].update(loss.detach(), weight=batch_size)
-            self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True, batch_size=batch_size)
-            self.update_metrics(batch, outputs, stage)
+            return loss
+        # a Metric, not a tensor: its weighted sum and count are synced, so the epoch loss is right under DDP
+        # even when ranks hold different numbers of samples (Lightning's sync_dist averages rank means)
+        self.eval_loss[stage].update(loss.detach(), weight=batch_size)
+        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True, batch_size=batch_size)
+        self.metrics[stage].update(**self.metric_inputs(batch, outputs, stage))
+        if stage == "val" and len(self._media) < self.num_logged_samples:
+            self._media += self.media_samples(batch, outputs, self.num_logged_samples - len(self._media))
         return loss
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -108,17 +140,18 @@ class SequenceTask(pl.LightningModule):
             })
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def batch_size_of(self, batch: Any) -> int:
-        return len(batch[0])
+    @staticmethod
+    def batch_size_of(batch: Any) -> int:
+        """Every batch carries its sample ids (`ids`)."""
+        return len(batch.ids)
 
-    def describe_batch(self, batch: Any) -> str:
+    @staticmethod
+    def describe_batch(batch: Any) -> str:
         """Names of the samples in a batch for error messages, e.g. ' (samples: a.jpg, b.jpg)'."""
-        for field in ("image_ids", "ids", "names", "paths", "files"):
-            names = getattr(batch, field, None)
-            if names:
-                shown = ", ".join(map(str, names[:8])) + (", ..." if len(names) > 8 else "")
-                return f" (samples: {shown})"
-        return ""
+        names = list(getattr(batch, "ids", None) or ())
+        if not names:
+            return ""
+        return " (samples: " + ", ".join(map(str, names[:8])) + (", ..." if len(names) > 8 else "") + ")"
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         return self.shared_step(batch, "train", batch_idx)
@@ -151,12 +184,21 @@ class SequenceTask(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.report_skipped("train")
 
+    def compute_metrics(self, stage: Stage) -> dict[str, Tensor]:
+        """The finished epoch's metrics (keys without the stage prefix); the collection is reset."""
+        values = dict(self.metrics[stage].compute()) if self.metrics[stage] else {}
+        self.metrics[stage].reset()
+        return values
+
     def _eval_epoch_end(self, stage: Stage) -> None:
         self.report_skipped(stage)
-        metrics = {f"{stage}/{name}": value for name, value in self.compute_metrics(stage).items()}
-        if metrics:
-            self.log_dict(metrics, prog_bar=True, sync_dist=True)
-        self.on_eval_epoch_end(stage)
+        values = self.compute_metrics(stage)
+        scalars = {f"{stage}/{k}": v for k, v in values.items() if not isinstance(v, Tensor) or v.numel() == 1}
+        if scalars:
+            self.log_dict(scalars, prog_bar=True, sync_dist=True)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self.log_media(stage, self._media if stage == "val" else [], values)
+        self._media = []
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -242,3 +284,55 @@ class SequenceTask(pl.LightningModule):
         # unmonitored one keeps the latest epoch.
         last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
         return [CheckpointOnInterrupt(dirpath), best, last]
+
+
+class EncoderTask(SequenceTask):
+    """A task whose `self.encoder` may come pretrained: frozen or fine-tuned at its own learning rate, its output
+    cached on disk when frozen, and the data it was trained on remembered for predict.
+
+    Args:
+        freeze_encoder: keep the encoder's weights (and batch-norm statistics) fixed.
+        encoder_lr: the encoder's own learning rate when fine-tuned (default: the task's `lr`).
+        cache_features: with a frozen encoder, compute its output once per image/frame into a disk cache
+            (datamodules/feature_cache.py) and train and evaluate the decoder on that: decoder speed.
+        trained_on: what the model was trained on, set at fit from the datamodule (stored in the checkpoint);
+            predict prints a note when it was generated data.
+    """
+
+    #: what real inputs are called in predict's note on models of generated data
+    real_inputs: ClassVar[str] = "real data"
+
+    def __init__(self, encoder: Encoder, freeze_encoder: bool = False, encoder_lr: float | None = None,
+                 cache_features: bool = False, trained_on: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.encoder = encoder.requires_grad_(not freeze_encoder)
+        self.freeze_encoder, self.encoder_lr, self.cache_features = freeze_encoder, encoder_lr, cache_features
+        self.trained_on = trained_on
+
+    def feature_source(self) -> FeatureSource:
+        """What the feature cache stores for this task's encoder."""
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        if self.cache_features and stage != "predict" and self._trainer is not None:
+            attach_feature_source(self.trainer.datamodule, self.feature_source(), self.freeze_encoder)
+
+    def on_fit_start(self) -> None:
+        # what predict tells its user: a model of generated data knows nothing of real photographs or footage
+        self.trained_on = self.hparams["trained_on"] = getattr(self.trainer.datamodule, "data_source", None)
+
+    def on_predict_start(self) -> None:
+        if self.trained_on and self.trained_on.startswith("generated"):
+            print(f"note: this checkpoint was trained on {self.trained_on}, not on {self.real_inputs}; expect "
+                  "nonsense on anything else (configs/*_pretrained.yaml trains on your own data)")
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        encoder = [p for p in self.encoder.parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("encoder.")]}]
+        if encoder:
+            groups.append({"params": encoder, "lr": self.encoder_lr if self.encoder_lr is not None else self.lr})
+        return groups
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_encoder:
+            self.encoder.eval()  # frozen also means frozen batch-norm statistics

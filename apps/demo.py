@@ -12,13 +12,8 @@ import subprocess
 import sys
 import time
 
-# task -> (config, metric shown in the table, higher is better)
-TASKS = {
-    "captioning": ("configs/captioning.yaml", "test/bleu4", True),
-    "activity": ("configs/activity.yaml", "test/acc", True),
-    "phonemes": ("configs/phonemes.yaml", "test/per", False),
-    "frames": ("configs/frames.yaml", "test/mse_vs_blank", False),
-}
+from apps.tasks import TASKS
+
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -44,8 +39,7 @@ def evaluate(config: str, ckpt: str, root: str, name: str, extra: list[str], tes
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tasks", nargs="+", default=[t for t, (c, _, _) in TASKS.items() if os.path.exists(c)],
-                        choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--root", default="runs/demo")
     parser.add_argument("--minutes", type=float, default=1.0, help="training time of each short run")
     parser.add_argument("--full", action="store_true", help="train each default config for its full budget")
@@ -54,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     args, extra = parser.parse_known_args(argv)  # anything else, e.g. --data.batch_size 8, goes to every rnnsuite call
     rows = []
     for task in args.tasks:
-        config, metric, _ = TASKS[task]
+        config, metric = TASKS[task].config, TASKS[task].metric
         root = os.path.abspath(os.path.join(args.root, task))
         os.makedirs(root, exist_ok=True)
         shipped_ckpt = os.path.join("checkpoints", f"{task}.ckpt")

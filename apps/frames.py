@@ -10,11 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from apps.core import SequenceTask, Stage
-from apps.media import log_animation, log_image, save_gif
+from apps.media import log_animation, log_image, save_gif, to_uint8
 from datamodules.frames import FrameBatch
 from decoders.convlstm import ConvLSTMForecaster
 from decoders.schedules import SamplingSchedule, sampling_probability
@@ -43,10 +43,26 @@ def frame_errors(pred: Tensor, truth: Tensor, last_input: Tensor) -> dict[str, T
     }
 
 
-def to_uint8(frames: Tensor) -> np.ndarray:
-    """(..., C, H, W) in [0, 1] -> (..., H, W, 3) uint8 (gray repeated to RGB)."""
-    pixels = (frames.clamp(0, 1) * 255).round().byte().movedim(-3, -1).cpu().numpy()
-    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
+class FrameErrors(Metric):
+    """`frame_errors` averaged over all sequences, plus `mse_vs_blank` = mse / mse_blank (below 1: the model beats
+    predicting empty frames; copying the last input frame is the other baseline)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in _PER_FRAME:
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor, last_input: Tensor) -> None:
+        for name, values in frame_errors(preds, target, last_input).items():
+            setattr(self, name, getattr(self, name) + values.double().sum())
+        self.count += preds.shape[0]
+
+    def compute(self) -> dict[str, Tensor]:
+        values = {name: (getattr(self, name) / self.count.clamp(min=1)).float() for name in _PER_FRAME}
+        return values | {"mse_vs_blank": values["mse"] / values["mse_blank"].clamp(min=1e-8)}
 
 
 def strip(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, gap: int = 2) -> np.ndarray:
@@ -92,6 +108,7 @@ class FramePredictionTask(SequenceTask):
 
     main_metric = "val/mse"
     main_metric_mode = "min"
+    data_links = {"frame_channels": "frame_channels", "input_frames": "input_frames", "output_frames": "output_frames"}
 
     def __init__(
         self,
@@ -108,18 +125,16 @@ class FramePredictionTask(SequenceTask):
         num_logged_samples: int = 4,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(num_logged_samples=num_logged_samples, **kwargs)
         self.save_hyperparameters()
         self.decoder = decoder(frame_channels)
         self.frame_channels, self.input_frames, self.output_frames = frame_channels, input_frames, output_frames
         self.l1_weight, self.context_weight = l1_weight, context_weight
         self.schedule = (sampling_schedule, sampling_start, sampling_end, sampling_max)
         sampling_probability(0.0, *self.schedule)  # fail at start-up on a bad schedule
-        self.num_logged_samples = num_logged_samples
-        self.metrics = nn.ModuleDict(
-            {stage: nn.ModuleDict({name: MeanMetric() for name in _PER_FRAME}) for stage in ("val", "test")}
-        )
-        self._samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def build_metrics(self, stage: Stage) -> MetricCollection:
+        return MetricCollection({"frames": FrameErrors()})
 
     def split(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, C, H, W) -> observed (B, input_frames, ...), future (B, output_frames, ...)."""
@@ -149,44 +164,32 @@ class FramePredictionTask(SequenceTask):
         loss = F.mse_loss(pred, truth)
         return loss + self.l1_weight * F.l1_loss(pred, truth) if self.l1_weight else loss
 
-    def update_metrics(self, batch: FrameBatch, outputs: Tensor, stage: Stage) -> None:
+    def metric_inputs(self, batch: FrameBatch, forecast: Tensor, stage: Stage) -> dict[str, Any]:
         observed, future = self.split(batch.frames)
-        for name, values in frame_errors(outputs, future, observed[:, -1]).items():
-            self.metrics[stage][name].update(values)
-        if stage == "val" and len(self._samples) < self.num_logged_samples:
-            for obs, true, pred in zip(to_uint8(observed), to_uint8(future), to_uint8(outputs)):
-                if len(self._samples) < self.num_logged_samples:
-                    self._samples.append((obs, true, pred))
+        return {"preds": forecast, "target": future, "last_input": observed[:, -1]}
 
-    def compute_metrics(self, stage: Stage) -> dict[str, Tensor]:
-        values = {name: metric.compute() for name, metric in self.metrics[stage].items()}
-        for metric in self.metrics[stage].values():
-            metric.reset()
-        values["mse_vs_blank"] = values["mse"] / values["mse_blank"].clamp(min=1e-8)
-        return values
+    def media_samples(self, batch: FrameBatch, forecast: Tensor, limit: int) -> list[tuple]:
+        observed, future = self.split(batch.frames[:limit])
+        return list(zip(to_uint8(observed), to_uint8(future), to_uint8(forecast[:limit])))
 
-    def on_eval_epoch_end(self, stage: Stage) -> None:
-        if stage == "val" and self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            m = self.trainer.callback_metrics  # one line per validation: readable with the progress bar off
+    def log_media(self, stage: Stage, samples: list[tuple], values: dict[str, Tensor]) -> None:
+        if stage == "val":  # one line per validation: readable with the progress bar off
             names = ("mse", "mse_blank", "mse_copy_last", "ssim")
-            if all(f"val/{n}" in m for n in names):
-                print(f"step {self.global_step}: " + ", ".join(f"val/{n} {float(m[f'val/{n}']):.4g}" for n in names), flush=True)
-        if stage == "val" and self._samples and self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            folder = os.path.join(self.trainer.default_root_dir, "media")
-            os.makedirs(folder, exist_ok=True)
-            for i, (obs, true, pred) in enumerate(self._samples):
-                log_image(self.logger, f"val/strip_{i}", strip(obs, true, pred), self.global_step, "input | truth | prediction")
-                gif = os.path.join(folder, f"val_step{self.global_step:06d}_{i}.gif")
-                save_gif(animation(obs, true, pred), gif)
-                log_animation(self.logger, f"val/animation_{i}", gif, self.global_step)
-        self._samples = []
+            print(f"step {self.global_step}: " + ", ".join(f"val/{n} {float(values[n]):.4g}" for n in names), flush=True)
+        folder = os.path.join(self.trainer.default_root_dir, "media")
+        os.makedirs(folder, exist_ok=True)
+        for i, (obs, true, pred) in enumerate(samples):
+            log_image(self.logger, f"val/strip_{i}", strip(obs, true, pred), self.global_step, "input | truth | prediction")
+            gif = os.path.join(folder, f"val_step{self.global_step:06d}_{i}.gif")
+            save_gif(animation(obs, true, pred), gif)
+            log_animation(self.logger, f"val/animation_{i}", gif, self.global_step)
 
     def predict_step(self, batch: FrameBatch, batch_idx: int) -> dict[str, Any]:
         observed, future = self.split(batch.frames)
         pred = self(observed)
         scores = frame_errors(pred, future, observed[:, -1])
         return {
-            "sequence_ids": batch.sequence_ids,
+            "ids": batch.ids,
             "prediction": (pred.clamp(0, 1) * 255).round().byte().cpu(),
             "scores": {name: v.cpu() for name, v in scores.items()},
             "media": [(o, t, p) for o, t, p in zip(to_uint8(observed), to_uint8(future), to_uint8(pred))][
@@ -203,7 +206,7 @@ class FramePredictionTask(SequenceTask):
         pred = pred[:, :, 0] if pred.shape[2] == 1 else pred.movedim(2, -1)
         np.save(os.path.join(folder, "predictions.npy"), pred.numpy())
         scores = {name: torch.cat([o["scores"][name] for o in outputs]) for name in _PER_FRAME}
-        ids = [sid for o in outputs for sid in o["sequence_ids"]]
+        ids = [sid for o in outputs for sid in o["ids"]]
         summary = {f"test/{name}": float(v.mean()) for name, v in scores.items()}
         summary["test/mse_vs_blank"] = summary["test/mse"] / max(summary["test/mse_blank"], 1e-8)
         summary["num_sequences"] = len(ids)
@@ -217,6 +220,3 @@ class FramePredictionTask(SequenceTask):
             Image.fromarray(strip(obs, true, p)).save(os.path.join(folder, f"strip_{i:03d}.png"))
             save_gif(animation(obs, true, p), os.path.join(folder, f"sequence_{i:03d}.gif"))
         return f"{len(ids)} sequences, mse {summary['test/mse']:.2f} (blank {summary['test/mse_blank']:.2f}), {len(media)} strips/GIFs in {folder}"
-
-    def batch_size_of(self, batch: FrameBatch) -> int:
-        return batch.frames.shape[0]

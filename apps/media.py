@@ -5,7 +5,16 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
+from torch import Tensor
+
+
+def to_uint8(pixels: Tensor, mean: Tensor | float = 0.0, std: Tensor | float = 1.0) -> np.ndarray:
+    """(..., C, H, W) pixels normalised as (x - mean) / std -> (..., H, W, 3) uint8 pictures (gray repeated to RGB)."""
+    pixels = pixels.detach().float().cpu() * torch.as_tensor(std).view(-1, 1, 1) + torch.as_tensor(mean).view(-1, 1, 1)
+    pictures = (pixels.clamp(0, 1) * 255).round().byte().movedim(-3, -1).numpy()
+    return np.repeat(pictures, 3, axis=-1) if pictures.shape[-1] == 1 else pictures
 
 
 def log_image_table(
@@ -111,3 +120,36 @@ def log_video_table(
         for i, (path, row) in enumerate(zip(gif_paths, rows)):
             text = " | ".join(f"{c}: {v}" for c, v in zip(columns, row))
             logger.experiment.add_text(f"{key}/{i}", f"{text} | clip: {path}", step)
+
+
+def draw_confusion_matrix(matrix: np.ndarray, class_names: list[str], cell: int = 28) -> np.ndarray:
+    """(C, C) counts (rows = true class) -> (H, W, 3) uint8 picture, rows normalised, counts in the cells."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    C = len(class_names)
+    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    font = ImageFont.load_default()
+    label_w = 8 + 6 * max(len(n) for n in class_names)
+    img = Image.new("RGB", (label_w + C * cell + 4, label_w + C * cell + 4), "white")
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(class_names):
+        draw.text((2, label_w + i * cell + cell // 2 - 5), name, fill="black", font=font)  # true class, rows
+        column = Image.new("RGB", (label_w, cell), "white")
+        ImageDraw.Draw(column).text((2, cell // 2 - 5), name, fill="black", font=font)
+        img.paste(column.rotate(90, expand=True), (label_w + i * cell, 0))  # predicted class, columns
+    for i in range(C):
+        for j in range(C):
+            shade = int(255 * (1 - rates[i, j]))
+            colour = (shade, shade, 255) if i == j else (255, shade, shade)
+            x, y = label_w + j * cell, label_w + i * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=colour, outline=(200, 200, 200))
+            if matrix[i, j]:
+                ink = "black" if shade > 110 else "white"
+                draw.text((x + 3, y + cell // 2 - 5), str(int(matrix[i, j])), fill=ink, font=font)
+    return np.asarray(img)
+
+
+def log_confusion_matrix(logger: Logger | None, key: str, matrix: Tensor, class_names: list[str], step: int) -> None:
+    """A (C, C) torchmetrics confusion matrix drawn by `draw_confusion_matrix`."""
+    picture = draw_confusion_matrix(matrix.cpu().numpy(), class_names)
+    log_image(logger, key, picture, step, caption="rows: true class, columns: predicted class")

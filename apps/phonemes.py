@@ -1,13 +1,12 @@
 """Phoneme recognition (many-to-many without an alignment): audio encoder -> bidirectional RNN -> CTC."""
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 from torchmetrics.text import WordErrorRate
 
 from apps.core import SequenceTask, Stage
@@ -16,6 +15,13 @@ from datamodules.phonemes import PhonemeBatch
 from datamodules.speech_readers import fold
 from decoders.ctc import BLANK, CTCDecoder, beam_decode, greedy_decode
 from encoders.base import Encoder
+
+
+class GreedyPER(WordErrorRate):
+    """PER of the greedy transcriptions, beside a beam search's `per` in one collection."""
+
+    def update(self, greedy_preds: list[str], target: list[str]) -> None:
+        super().update(greedy_preds, target)
 
 
 class PhonemeTask(SequenceTask):
@@ -33,6 +39,7 @@ class PhonemeTask(SequenceTask):
 
     main_metric = "val/per"
     main_metric_mode = "min"
+    data_links = {"phonemes": "phonemes", "phoneme_folding": "phoneme_folding"}
 
     def __init__(
         self,
@@ -44,7 +51,7 @@ class PhonemeTask(SequenceTask):
         num_logged_samples: int = 4,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(num_logged_samples=num_logged_samples, **kwargs)
         self.save_hyperparameters()
         if not phonemes:
             raise ValueError("PhonemeTask needs a phoneme inventory: run it through the CLI with a datamodule, or pass phonemes=")
@@ -53,9 +60,12 @@ class PhonemeTask(SequenceTask):
         self.encoder = encoder
         self.decoder = decoder(encoder.out_dim, len(self.phonemes) + 1)
         self.ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
-        self.beam_width, self.num_logged_samples = beam_width, num_logged_samples
-        self.metrics = nn.ModuleDict({"val": WordErrorRate(), "test": WordErrorRate(), "test_greedy": WordErrorRate()})
-        self._samples: list[tuple[np.ndarray, str, str]] = []
+        self.beam_width = beam_width
+
+    def build_metrics(self, stage: Stage) -> MetricCollection:
+        # PER is WER over phoneme "words": torchmetrics counts edits over space-separated tokens
+        beam = stage == "test" and self.beam_width > 1
+        return MetricCollection({"per": WordErrorRate(), **({"per_greedy": GreedyPER()} if beam else {})})
 
     def forward(self, audio: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, S) waveforms, (B,) lengths -> (B, T, P + 1) log-probabilities and (B,) valid steps."""
@@ -78,40 +88,29 @@ class PhonemeTask(SequenceTask):
         loss = self.ctc(log_probs.transpose(0, 1), batch.targets, steps, batch.target_lengths)
         return loss, (log_probs.detach(), steps)
 
-    def _score(self, stage: str, hypotheses: list[list[str]], references: list[list[str]]) -> None:
-        # PER is WER over phoneme "words": torchmetrics counts edits over space-separated tokens
-        preds = [" ".join(fold(h, self.phoneme_folding)) for h in hypotheses]
-        refs = [" ".join(fold(r, self.phoneme_folding)) for r in references]
-        self.metrics[stage].update(preds, refs)
+    def scored(self, hypotheses: list[list[str]]) -> list[str]:
+        """Transcriptions as the metrics see them: folded (e.g. TIMIT's 61 -> 39 phonemes), space-separated."""
+        return [" ".join(fold(h, self.phoneme_folding)) for h in hypotheses]
 
-    def update_metrics(self, batch: PhonemeBatch, outputs: tuple[Tensor, Tensor], stage: Stage) -> None:
+    def metric_inputs(self, batch: PhonemeBatch, outputs: tuple[Tensor, Tensor], stage: Stage) -> dict[str, Any]:
+        greedy = self.scored(self.decode(*outputs))
+        inputs = {"preds": greedy, "target": self.scored(batch.phonemes)}
+        if "per_greedy" in self.metrics[stage]:
+            inputs |= {"preds": self.scored(self.decode(*outputs, self.beam_width)), "greedy_preds": greedy}
+        return inputs
+
+    def media_samples(self, batch: PhonemeBatch, outputs: tuple[Tensor, Tensor], limit: int) -> list[tuple]:
         log_probs, steps = outputs
-        greedy = self.decode(log_probs, steps)
-        if stage == "test" and self.beam_width > 1:
-            self._score("test_greedy", greedy, batch.phonemes)
-            self._score("test", self.decode(log_probs, steps, self.beam_width), batch.phonemes)
-        else:
-            self._score(stage, greedy, batch.phonemes)
-        if stage == "val":
-            for i in range(min(len(greedy), self.num_logged_samples - len(self._samples))):
-                audio = batch.audio[i, : batch.audio_lengths[i]].float().cpu().numpy()
-                self._samples.append((audio, " ".join(batch.phonemes[i]), " ".join(greedy[i])))
+        greedy = self.decode(log_probs[:limit], steps[:limit])
+        return [(batch.audio[i, : batch.audio_lengths[i]].float().cpu().numpy(), " ".join(batch.phonemes[i]), " ".join(hyp))
+                for i, hyp in enumerate(greedy)]
 
-    def compute_metrics(self, stage: Stage) -> dict[str, Tensor]:
-        values = {"per": self.metrics[stage].compute()}
-        self.metrics[stage].reset()
-        if stage == "test" and self.beam_width > 1:
-            values["per_greedy"] = self.metrics["test_greedy"].compute()
-            self.metrics["test_greedy"].reset()
-        return values
-
-    def on_eval_epoch_end(self, stage: Stage) -> None:
-        if stage == "val" and self._samples and self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            audios, refs, preds = zip(*self._samples)
+    def log_media(self, stage: Stage, samples: list[tuple], values: dict[str, Tensor]) -> None:
+        if samples:
+            audios, refs, preds = zip(*samples)
             rows = [[r, p] for r, p in zip(refs, preds)]
             rate = getattr(self.encoder, "sample_rate", 16000)
             log_audio_table(self.logger, "val/samples", list(audios), rate, ["reference", "prediction"], rows, self.global_step)
-        self._samples = []
 
     def align(self, log_probs: Tensor, labels: list[str]) -> list[dict[str, Any]]:
         """(T, P + 1) log-probabilities of one utterance + its labels -> [{phoneme, start, end}] in seconds (CTC alignment)."""
@@ -132,16 +131,5 @@ class PhonemeTask(SequenceTask):
         hypotheses = self.decode(log_probs, steps, self.beam_width)
         return {
             utt: {"phonemes": " ".join(hyp), "segments": self.align(log_probs[b, : steps[b]], hyp)}
-            for b, (utt, hyp) in enumerate(zip(batch.utt_ids, hypotheses))
+            for b, (utt, hyp) in enumerate(zip(batch.ids, hypotheses))
         }
-
-    @staticmethod
-    def write_predictions(outputs: list[dict[str, dict[str, Any]]], path: str) -> str:
-        """Merge per-batch {audio file: {"phonemes", "segments"}} dicts into one JSON file; returns what was written."""
-        merged = {name: result for batch in outputs for name, result in batch.items()}
-        with open(path, "w") as f:
-            json.dump(merged, f, indent=2, sort_keys=True)
-        return f"{len(merged)} transcriptions"
-
-    def batch_size_of(self, batch: PhonemeBatch) -> int:
-        return batch.audio.shape[0]

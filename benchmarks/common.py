@@ -17,9 +17,11 @@ from typing import Any, Callable
 
 import torch
 
+from apps.tasks import TASKS as REGISTRY
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-TASKS = ["captioning", "activity", "phonemes", "frames"]
+TASKS = list(REGISTRY)
 
 # A Trainer that only trains: no logger, checkpoints, progress bar, validation or time limit. What is left of
 # the config (gradient clipping, its callbacks such as GradNormMonitor) is what a default run pays per step.
@@ -28,19 +30,6 @@ TRAIN_ONLY = dict(
     max_epochs=1, max_steps=-1, max_time=None, limit_val_batches=0, num_sanity_val_steps=0,
     val_check_interval=1.0, check_val_every_n_epoch=1,
 )
-
-# Data overrides for --quick (the smoke test): tiny datasets, the models stay as configured.
-QUICK_DATA = {
-    "captioning": ["--data.num_train_scenes", "64", "--data.num_val_scenes", "8", "--data.num_test_scenes", "8",
-                   "--data.batch_size", "8"],
-    "activity": ["--data.num_train_clips", "16", "--data.num_val_clips", "8", "--data.num_test_clips", "8",
-                 "--data.batch_size", "8"],
-    "phonemes": ["--data.num_train_utterances", "16", "--data.num_val_utterances", "4",
-                 "--data.num_test_utterances", "4", "--data.batch_size", "4"],
-    "frames": ["--data.num_train_sequences", "16", "--data.num_val_sequences", "4", "--data.num_test_sequences", "4",
-               "--data.batch_size", "4"],
-}
-
 
 def base_parser(doc: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,7 +78,7 @@ def build(task: str, overrides: list[str] = (), quick: bool = False):
     from apps.core import SequenceTask
 
     args = ["--config", str(CONFIGS / f"{task}.yaml"), "--trainer.logger", "false",
-            *(QUICK_DATA[task] if quick else []), *overrides]
+            *(REGISTRY[task].tiny if quick else []), *overrides]
     torch.manual_seed(0)
     cli = RNNSuiteCLI(SequenceTask, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                       save_config_callback=None, run=False, args=args)

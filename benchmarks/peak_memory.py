@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from common import QUICK_DATA, REPO, TASKS, base_parser, machine, print_table, setup
+from common import REGISTRY, REPO, TASKS, base_parser, machine, print_table, setup
 
 
 def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
@@ -44,7 +44,7 @@ def main() -> None:
                    "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                    "--trainer.default_root_dir", os.path.join(tmp, task)]
             if args.quick:
-                cmd += [*QUICK_DATA[task], "--trainer.max_time", "null", "--trainer.max_steps", "2",
+                cmd += [*REGISTRY[task].tiny, "--trainer.max_time", "null", "--trainer.max_steps", "2",
                         "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "null",
                         "--trainer.check_val_every_n_epoch", "1"]
             else:

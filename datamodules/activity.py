@@ -33,7 +33,7 @@ class ClipBatch(NamedTuple):
     frames: Tensor | None           # (B, T, 3, H, W), zero after each clip's length; None in cached training batches
     lengths: Tensor                 # (B,) valid frames
     labels: Tensor                  # (B,) class ids, -1 when unknown
-    video_ids: list[str]
+    ids: list[str]
     features: Tensor | None = None  # (B, T, D) cached per-frame features of a frozen encoder, zero after lengths
 
 

@@ -40,7 +40,7 @@ class CaptionBatch(NamedTuple):
     images: Tensor | None                # (B, 3, H, W); None in training batches with cached features
     tokens: Tensor                       # (B, L) <bos> w1 .. wn <eos>, then <pad>
     references: list[list[list[str]]]   # per image, all reference captions
-    image_ids: list[str]
+    ids: list[str]
     skipped: tuple[str, ...] = ()       # samples left out of this batch (on_bad_sample=skip), described
     features: Tensor | None = None       # (B, T_enc, D) cached output of a frozen encoder, used instead of images
 

@@ -26,7 +26,7 @@ Layout = Literal["auto", "tnhw", "nthw"]
 
 class FrameBatch(NamedTuple):
     frames: Tensor          # (B, T, C, H, W) float in [0, 1]
-    sequence_ids: list[str]
+    ids: list[str]
 
 
 def _load_array(path: str) -> np.ndarray:

@@ -48,7 +48,7 @@ class PhonemeBatch(NamedTuple):
     targets: Tensor            # (B, L) phoneme ids 1..P (0 = CTC blank, also the padding)
     target_lengths: Tensor     # (B,)
     phonemes: list[list[str]]  # reference phonemes as strings (scoring uses these, unknown phonemes included)
-    utt_ids: list[str]
+    ids: list[str]
     skipped: tuple[str, ...] = ()  # utterances left out of this batch (on_bad_sample=skip), described
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from apps.tasks import TASKS
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
@@ -30,35 +32,9 @@ TINY_TRAINER_WITH_LOGGER = TINY_TRAINER[2:]
 # The console script, for tests that need a real process (signals, kill -9, DDP).
 RNNSUITE = os.path.join(os.path.dirname(sys.executable), "rnnsuite")
 
-# Per shipped config: data (and size) overrides that make one step cheap. A config without an entry here
-# fails tests/test_configs.py, so a new config cannot ship untested.
-TINY_DATA = {
-    "captioning.yaml": [
-        "--data.num_train_scenes", "32", "--data.num_val_scenes", "8", "--data.num_test_scenes", "8",
-        "--data.batch_size", "8",
-    ],
-    "activity.yaml": [
-        "--data.num_train_clips", "16", "--data.num_val_clips", "8", "--data.num_test_clips", "8",
-        "--data.num_frames", "4", "--data.image_size", "16", "--data.batch_size", "8",
-    ],
-    "activity_single_frame.yaml": [
-        "--data.num_train_clips", "16", "--data.num_val_clips", "8", "--data.num_test_clips", "8",
-        "--data.num_frames", "4", "--data.image_size", "16", "--data.batch_size", "8",
-    ],
-    "phonemes.yaml": [
-        "--data.num_train_utterances", "16", "--data.num_val_utterances", "4", "--data.num_test_utterances", "4",
-        "--data.batch_size", "4",
-    ],
-    "frames.yaml": [
-        "--data.num_train_sequences", "8", "--data.num_val_sequences", "4", "--data.num_test_sequences", "4",
-        "--data.batch_size", "4", "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
-    ],
-}
-
-TINY_DATA["captioning_attention.yaml"] = TINY_DATA["captioning.yaml"]
-# the pretrained configs at 64 px / 32 px: the EfficientNet runs at any size, and its features are cached
-TINY_DATA["captioning_pretrained.yaml"] = [*TINY_DATA["captioning.yaml"], "--data.image_size", "64"]
-TINY_DATA["activity_pretrained.yaml"] = [*TINY_DATA["activity.yaml"], "--data.image_size", "32"]
+# Per shipped config: data (and size) overrides that make one step cheap, from the task registry. A config
+# without an entry fails tests/test_configs.py, so a new config cannot ship untested.
+TINY_DATA = {name: list(tiny) for spec in TASKS.values() for name, tiny in spec.configs.items()}
 
 # Captioning model small enough for unit-speed tests.
 TINY_CAPTIONING = [

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from apps.activity import ActivityTask, VideoAccuracy, draw_confusion_matrix
+from apps.activity import ActivityTask, VideoAccuracy
+from apps.media import draw_confusion_matrix
 from datamodules.activity import ActivityDataModule
 from datamodules.motion_clips import CLASS_NAMES
 from decoders.classifier import RNNClassifier
@@ -112,10 +113,10 @@ def test_video_accuracy_averages_the_clips_of_a_video():
     metric = VideoAccuracy()
     # video a: two clips say class 0 weakly, one says class 1 strongly -> mean picks class 1 (wrong)
     probs = torch.tensor([[0.6, 0.4], [0.6, 0.4], [0.0, 1.0], [0.9, 0.1]])
-    metric.update(probs, torch.tensor([0, 0, 0, 0]), ["a", "a", "a", "b"])
+    metric.update(probs.log(), torch.tensor([0, 0, 0, 0]), ["a", "a", "a", "b"])  # logits
     assert metric.compute().item() == pytest.approx(0.5)
     metric.reset()
-    metric.update(probs[:2], torch.tensor([0, 0]), ["a", "a"])
+    metric.update(probs[:2].log(), torch.tensor([0, 0]), ["a", "a"])
     assert metric.compute().item() == 1.0
 
 
@@ -123,8 +124,8 @@ def test_video_accuracy_merges_clips_of_one_video_seen_by_different_ranks():
     # Under DDP each rank sees some clips; "cat" sync concatenates the states. Videos must be keyed the same
     # way in every process: rank 0 sees a then b, rank 1 sees b then a.
     ranks = [VideoAccuracy(), VideoAccuracy()]
-    ranks[0].update(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 1]), ["a", "b"])
-    ranks[1].update(torch.tensor([[0.4, 0.6], [0.7, 0.3]]), torch.tensor([1, 0]), ["b", "a"])
+    ranks[0].update(torch.tensor([[0.9, 0.1], [0.2, 0.8]]).log(), torch.tensor([0, 1]), ["a", "b"])
+    ranks[1].update(torch.tensor([[0.4, 0.6], [0.7, 0.3]]).log(), torch.tensor([1, 0]), ["b", "a"])
     synced = VideoAccuracy()
     for state in ("probs", "targets", "videos"):
         setattr(synced, state, [t for rank in ranks for t in getattr(rank, state)])

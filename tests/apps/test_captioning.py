@@ -143,7 +143,7 @@ def test_attention_decoder_regularisation_and_maps(tmp_path):
     without, _ = task.compute_loss(batch, "train")
     assert with_penalty > without
     task.eval()
-    records = task.predict_step(batch._replace(image_ids=[f"img{i}.png" for i in range(4)]), 0)
+    records = task.predict_step(batch._replace(ids=[f"img{i}.png" for i in range(4)]), 0)
     assert records[0]["attention"] is not None and records[0]["attention"].ndim == 3
     summary = CaptioningTask.write_predictions([records], str(tmp_path / "out.json"))
     assert "attention maps" in summary and len(list((tmp_path / "out_attention").glob("*.png"))) == 4
@@ -199,4 +199,4 @@ def test_batch_transfer_moves_tensor_fields_and_keeps_metadata():
     moved = SequenceTask().transfer_batch_to_device(batch, torch.device("meta"), 0)
     assert type(moved) is CaptionBatch
     assert moved.images.device.type == "meta" and moved.tokens.device.type == "meta"
-    assert moved.references is references and moved.image_ids == ["x", "y"] and moved.skipped == ("bad.jpg",)
+    assert moved.references is references and moved.ids == ["x", "y"] and moved.skipped == ("bad.jpg",)

@@ -103,14 +103,15 @@ def test_padded_utterance_scores_like_the_unpadded_one():
     n = int(batch.audio_lengths[i])
     assert n < batch.audio.shape[1]  # really padded
     alone = PhonemeBatch(batch.audio[i : i + 1, :n], batch.audio_lengths[i : i + 1], batch.targets[i : i + 1],
-                         batch.target_lengths[i : i + 1], batch.phonemes[i : i + 1], batch.utt_ids[i : i + 1])
+                         batch.target_lengths[i : i + 1], batch.phonemes[i : i + 1], batch.ids[i : i + 1])
     with torch.no_grad():
         lp_batch, steps_batch = task(batch.audio, batch.audio_lengths)
         lp_alone, steps_alone = task(alone.audio, alone.audio_lengths)
         assert steps_batch[i] == steps_alone[0]
         torch.testing.assert_close(lp_batch[i, : steps_alone[0]], lp_alone[0], atol=1e-5, rtol=1e-4)
         for b in (batch, alone):
-            task.update_metrics(b, task(b.audio, b.audio_lengths), "test")
+            outputs = task(b.audio, b.audio_lengths)
+            task.metrics["test"].update(**task.metric_inputs(b, outputs, "test"))
     # loss of the utterance alone == its share of the batch loss (CTCLoss reduction="none" semantics)
     task.ctc.reduction = "none"
     with torch.no_grad():
@@ -120,13 +121,13 @@ def test_padded_utterance_scores_like_the_unpadded_one():
     task.ctc.reduction = "mean"
     task.metrics["test"].reset()
     with torch.no_grad():
-        task.update_metrics(alone, task(alone.audio, alone.audio_lengths), "test")
-        per_alone = float(task.metrics["test"].compute())
+        task.metrics["test"].update(**task.metric_inputs(alone, task(alone.audio, alone.audio_lengths), "test"))
+        per_alone = float(task.metrics["test"].compute()["per"])
         task.metrics["test"].reset()
         only_i = PhonemeBatch(*[x[i : i + 1] if isinstance(x, torch.Tensor) else x[i : i + 1] for x in batch])
         lp, steps = task(batch.audio, batch.audio_lengths)
-        task.update_metrics(only_i, (lp[i : i + 1], steps[i : i + 1]), "test")
-        assert float(task.metrics["test"].compute()) == pytest.approx(per_alone)
+        task.metrics["test"].update(**task.metric_inputs(only_i, (lp[i : i + 1], steps[i : i + 1]), "test"))
+        assert float(task.metrics["test"].compute()["per"]) == pytest.approx(per_alone)
 
 
 def test_overfitting_one_batch_drives_the_loss_down():
@@ -143,9 +144,10 @@ def test_per_folds_timit_phones_before_scoring():
     from datamodules.speech_readers import TIMIT_61_TO_39
 
     task = tiny_task(["aa", "ao", "b", "bcl", "h#", "q"], phoneme_folding=TIMIT_61_TO_39)
-    task._score("val", [["h#", "aa", "b"]], [["h#", "ao", "q", "bcl", "b"]])
+    assert task.scored([["h#", "ao", "q", "bcl", "b"]]) == ["sil aa sil b"]  # q dropped, closure + h# -> sil
+    task.metrics["val"].update(task.scored([["h#", "aa", "b"]]), task.scored([["h#", "ao", "q", "bcl", "b"]]))
     # folded: "sil aa b" vs "sil aa sil b" -> one deletion over four reference phones
-    assert float(task.metrics["val"].compute()) == pytest.approx(0.25)
+    assert float(task.metrics["val"].compute()["per"]) == pytest.approx(0.25)
 
 
 def test_task_without_inventory_is_refused():

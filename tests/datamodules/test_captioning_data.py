@@ -126,6 +126,6 @@ def test_coco_captions_format(tmp_path):
                               coco_val_json=str(val_json), coco_val_images=str(val_dir), image_size=16, batch_size=8)
     assert {"horse", "0", "1", "2"} <= set(dm.vocab)
     test_batch = next(iter(dm.test_dataloader()))  # test defaults to the val annotations
-    assert test_batch.images.shape == (2, 3, 16, 16) and test_batch.image_ids == ["100", "101"]
+    assert test_batch.images.shape == (2, 3, 16, 16) and test_batch.ids == ["100", "101"]
     with pytest.raises(ValueError, match="coco_train_images"):
         CaptioningDataModule(coco_train_json=str(train_json), coco_val_json=str(val_json))

@@ -118,7 +118,7 @@ def test_activity_windows_are_picked_from_cached_per_frame_features(tmp_path):
     task = activity_task(dm).eval()
     attach(task, dm)
     batch = next(iter(dm.train_dataloader()))
-    assert batch.frames is None and batch.features.shape == (len(batch.video_ids), 4, 8)
+    assert batch.frames is None and batch.features.shape == (len(batch.ids), 4, 8)
     dataset = dm.datasets["train"]
     table_rows = [dataset.features[v] for v in range(len(dataset.videos))]
     for feats in batch.features:  # every clip's features are 4 consecutive cached frames of one video

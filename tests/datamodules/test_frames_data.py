@@ -44,7 +44,7 @@ def test_reads_the_moving_mnist_file_layout(tmp_path):
     batch = next(iter(dm.test_dataloader()))
     assert batch.frames.shape == (2, 20, 1, 64, 64) and batch.frames.dtype == torch.float32
     torch.testing.assert_close(batch.frames[1, 3, 0], torch.from_numpy(raw[3, 1]).float() / 255)
-    assert batch.sequence_ids == ["mnist_test_seq.npy:0", "mnist_test_seq.npy:1"]
+    assert batch.ids == ["mnist_test_seq.npy:0", "mnist_test_seq.npy:1"]
 
 
 def test_reads_generic_npz_rgb_float_and_holds_out_validation(tmp_path):

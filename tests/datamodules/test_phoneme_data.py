@@ -136,7 +136,7 @@ def test_timit_datamodule_reads_both_wav_kinds_and_folds_for_scoring(tmp_path):
     assert dm.phonemes == sorted({"h#", "bcl", "b", "ix", "q", "zh"})
     assert dm.phoneme_folding == TIMIT_61_TO_39
     batch = next(iter(dm.train_dataloader()))
-    assert batch.audio.shape == (1, 8000) and batch.utt_ids == ["FCJF0_SI1027"]
+    assert batch.audio.shape == (1, 8000) and batch.ids == ["FCJF0_SI1027"]
     val = next(iter(dm.val_dataloader()))  # RIFF .WAV; "el" is not in the training inventory: kept as a reference only
     assert val.phonemes == [["h#", "el"]] and val.target_lengths.tolist() == [1]
 
