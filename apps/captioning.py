@@ -14,7 +14,8 @@ from torchmetrics.text import BLEUScore
 from apps.caption_metrics import CIDErD, ROUGEL
 from apps.core import EncoderTask, Stage
 from apps.media import attention_strip, log_image_table, to_uint8
-from datamodules.captioning import MEAN, STD, CaptionBatch
+from datamodules.base import MEAN, STD
+from datamodules.captioning import CaptionBatch
 from datamodules.feature_cache import FeatureSource
 from datamodules.vocab import Vocabulary
 from decoders.caption import TokenDecoder

@@ -13,13 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.augment import train_augmentation
 from datamodules.bad_samples import BadSamplePolicy, warn_skipped
 from datamodules.feature_cache import FeatureSource, FeatureTable, array_key, load_or_build
-from datamodules.base import SplitDataModule
+from datamodules.base import MEAN, STD, SplitDataModule, cache_root
 from datamodules import motion_clips
 from datamodules.ucf101 import VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, split_off_validation
 
 # ImageNet statistics: what torchvision's pretrained ResNets expect; harmless for the small CNN.
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 class ClipSample(NamedTuple):
@@ -231,7 +229,7 @@ class ActivityDataModule(SplitDataModule):
         self.counts = {"train": num_train_clips, "val": num_val_clips, "test": num_test_clips}
         self.num_distractors, self.seed = num_distractors, seed
         self.cache = FrameCache(
-            os.path.join(cache_dir or motion_clips.cache_root(), "frames"), image_size, max_cached_frames
+            os.path.join(cache_dir or cache_root("activity"), "frames"), image_size, max_cached_frames
         )
         self.datasets: dict[str, Dataset] = {}
         self.records: dict[str, list[VideoRecord]] = {}

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.augment import train_augmentation
 from datamodules.bad_samples import (BadSampleError, BadSamplePolicy, SkippedBatch, SkippedSample, drop_skipped, load_or_skip,
                                      warn_skipped)
-from datamodules.base import SplitDataModule
+from datamodules.base import MEAN, STD, SplitDataModule
 from datamodules import scenes
 from datamodules.coco import read_coco_captions
 from datamodules.feature_cache import FeatureSource, FeatureTable, array_key, file_key, load_or_build
@@ -25,8 +25,6 @@ from datamodules.vocab import Vocabulary
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # ImageNet statistics: what torchvision's pretrained ResNets expect; harmless for the small CNN.
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 class CaptionSample(NamedTuple):

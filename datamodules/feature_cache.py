@@ -20,12 +20,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.base import cache_root
+
 #: the dtype features are stored in: half the disk and page cache of float32, ~1e-3 relative error
 STORE_DTYPE = np.float16
 
 
-def cache_root() -> str:
-    return os.path.join(os.environ.get("RNNSUITE_CACHE", os.path.expanduser("~/.cache/rnnsuite")), "features")
 
 
 class FeatureSource:
@@ -135,7 +135,7 @@ def load_or_build(name: str, item_keys: Sequence[str], counts: Sequence[int], tr
     if len(item_keys) != len(counts):
         raise ValueError(f"{name}: {len(item_keys)} item keys but {len(counts)} counts")
     digest = hashlib.sha1("\n".join([source.key, transform_key, *item_keys]).encode()).hexdigest()[:24]
-    root = root or cache_root()
+    root = root or cache_root("features")
     path = os.path.join(root, f"{name}-{digest}.npy")
     if os.path.exists(path) and os.path.exists(path[:-4] + ".json"):
         return FeatureTable(path)

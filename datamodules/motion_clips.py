@@ -26,6 +26,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from datamodules.base import cache_root
 from datamodules.mnist import load_mnist
 
 CLASS_NAMES = (
@@ -37,8 +38,6 @@ GENERATOR_VERSION = 4  # bump when the rendering changes, so stale caches are no
 SCALE_RANGE = (0.8, 1.2)  # actor scale (middle frame) relative to `actor_fraction` of the frame
 
 
-def cache_root() -> str:
-    return os.path.join(os.environ.get("RNNSUITE_CACHE", os.path.expanduser("~/.cache/rnnsuite")), "activity")
 
 
 def _trajectory(label: int, rng: np.random.Generator, T: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,7 +156,7 @@ def load_split(split: str, count: int, num_frames: int, size: int, seed: int, nu
     params = dict(split=split, count=count, num_frames=num_frames, size=size, seed=seed,
                   num_distractors=num_distractors, version=GENERATOR_VERSION)
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    path = os.path.join(cache_root(), f"motion_clips-{split}-{key}.npz")
+    path = os.path.join(cache_root("activity"), f"motion_clips-{split}-{key}.npz")
     if os.path.exists(path):
         with np.load(path) as stored:
             return stored["frames"], stored["labels"]

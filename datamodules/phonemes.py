@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from datamodules.bad_samples import (
     BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, handle, load_or_skip, warn_skipped,
 )
-from datamodules.base import SplitDataModule
+from datamodules.base import SplitDataModule, cache_root
 from datamodules.speech_readers import (
     TIMIT_61_TO_39,
     SpeechRecord,
@@ -75,7 +75,7 @@ def english_sentences(min_words: int = 3, max_words: int = 14) -> list[str]:
 
 
 def cache_dir() -> str:
-    return os.path.join(os.environ.get("RNNSUITE_CACHE", os.path.expanduser("~/.cache/rnnsuite")), "phonemes")
+    return cache_root("phonemes")
 
 
 def generate_corpus(
