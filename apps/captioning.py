@@ -7,8 +7,9 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
-from torchmetrics import MetricCollection
+from torchmetrics import Metric
 from torchmetrics.text import BLEUScore
 
 from apps.caption_metrics import CIDErD, ROUGEL
@@ -19,7 +20,7 @@ from datamodules.captioning import CaptionBatch
 from datamodules.feature_cache import FeatureSource
 from datamodules.vocab import Vocabulary
 from decoders.caption import TokenDecoder
-from decoders.schedules import SamplingSchedule, sampling_probability
+from decoders.schedules import SamplingSchedule
 from decoders.search import Generated, beam_search, sample
 from encoders.base import Encoded, Encoder
 
@@ -74,9 +75,7 @@ class CaptioningTask(EncoderTask):
     ) -> None:
         super().__init__(encoder, num_logged_samples=num_logged_samples, **kwargs)
         self.save_hyperparameters()
-        if not vocab:
-            raise ValueError("CaptioningTask needs a vocabulary: run it through the CLI with a datamodule, or pass vocab=")
-        self.vocab = Vocabulary(vocab)
+        self.vocab = Vocabulary(self.require(vocab, "a vocabulary", "vocab"))
         self.decoder = decoder(encoder.out_dim, len(self.vocab))
         self.max_caption_len, self.label_smoothing = max_caption_len, label_smoothing
         self.decoding, self.beam_size, self.length_penalty, self.temperature = decoding, beam_size, length_penalty, temperature
@@ -84,12 +83,9 @@ class CaptioningTask(EncoderTask):
         self.sampling_max_prob, self.sampling_start, self.sampling_end = sampling_max_prob, sampling_start, sampling_end
         self.attention_regularization = attention_regularization
 
-    def build_metrics(self, stage: Stage) -> MetricCollection:
-        bleu = {f"bleu{n}": BLEUScore(n_gram=n) for n in range(1, 5)}
-        # compute_groups would compare the text metrics' list states, which hold strings
-        return MetricCollection({**bleu, "cider": CIDErD(), "rouge_l": ROUGEL()}, compute_groups=False)
+    def build_metrics(self, stage: Stage) -> dict[str, Metric]:
+        return {**{f"bleu{n}": BLEUScore(n_gram=n) for n in range(1, 5)}, "cider": CIDErD(), "rouge_l": ROUGEL()}
 
-    # --- generation -----------------------------------------------------------------------------
     def feature_source(self) -> FeatureSource:
         return FeatureSource(self.encoder, lambda images: self.encoder(images).seq, tag="seq")
 
@@ -112,27 +108,16 @@ class CaptioningTask(EncoderTask):
     def captions(self, generated: Generated) -> list[str]:
         return [" ".join(self.vocab.decode(row.tolist())) for row in generated.tokens]
 
-    # --- training -------------------------------------------------------------------------------
-    def sample_prob(self) -> float:
-        """Current scheduled-sampling probability (0 outside training or when switched off)."""
-        if self.scheduled_sampling == "off" or not self.training:
-            return 0.0
-        return sampling_probability(
-            self.training_progress(), self.scheduled_sampling, self.sampling_start, self.sampling_end, self.sampling_max_prob
-        )
-
     def compute_loss(self, batch: CaptionBatch, stage: Stage) -> tuple[Tensor, Generated | None]:
         """Teacher-forced loss; in evaluation also the captions generated from the same encoding."""
         # Teacher forcing: the input is the target shifted right by one (<bos> w1 .. wn -> w1 .. wn <eos>).
         inputs, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]
-        sample_prob = self.sample_prob()
-        if stage == "train" and self.scheduled_sampling != "off":
-            self.log("train/sample_prob", sample_prob, on_step=True, on_epoch=False)
+        sample_prob = 0.0 if stage != "train" or self.scheduled_sampling == "off" else self.sampling_prob(
+            self.scheduled_sampling, self.sampling_start, self.sampling_end, self.sampling_max_prob)
         encoded = self.encode(batch)
         out = self.decoder(encoded, inputs, sample_prob=sample_prob)  # logits (B, L, V)
-        loss = F.cross_entropy(
-            out.logits.flatten(0, 1), targets.flatten(), ignore_index=self.vocab.pad_id, label_smoothing=self.label_smoothing
-        )
+        loss = F.cross_entropy(out.logits.flatten(0, 1), targets.flatten(), ignore_index=self.vocab.pad_id,
+                               label_smoothing=self.label_smoothing)
         if out.attention is not None and self.attention_regularization > 0:
             # Doubly stochastic attention: over the caption's real words, each region's weights should sum to ~1.
             word_mask = (targets != self.vocab.pad_id).unsqueeze(-1).float()  # (B, L, 1)
@@ -142,51 +127,36 @@ class CaptioningTask(EncoderTask):
             loss = loss + self.attention_regularization * penalty
         return loss, None if stage == "train" else self.generate(encoded)
 
-    # --- evaluation -----------------------------------------------------------------------------
-    @staticmethod
-    def references(batch: CaptionBatch) -> list[list[str]]:
-        return [[" ".join(ref) for ref in refs] for refs in batch.references]
-
     def metric_inputs(self, batch: CaptionBatch, generated: Generated, stage: Stage) -> dict[str, Any]:
-        return {"preds": self.captions(generated), "target": self.references(batch)}
+        return {"preds": self.captions(generated), "target": [[" ".join(ref) for ref in refs] for refs in batch.references]}
 
     def media_samples(self, batch: CaptionBatch, generated: Generated, limit: int) -> list[tuple]:
         if batch.images is None:
             return []
-        captions, references = self.captions(generated), self.references(batch)
-        return [(picture, captions[i], " / ".join(references[i]), self._attention_strip(picture, generated, i))
-                for i, picture in enumerate(self._pictures(batch.images[:limit]))]
-
-    @staticmethod
-    def _pictures(images: Tensor) -> list[np.ndarray]:
-        return list(to_uint8(images, MEAN, STD))
+        captions = self.captions(generated)
+        return [(picture, captions[i], " / ".join(map(" ".join, batch.references[i])), self._attention_strip(picture, generated, i))
+                for i, picture in enumerate(to_uint8(batch.images[:limit], MEAN, STD))]
 
     def _attention_strip(self, picture: np.ndarray, generated: Generated, i: int) -> np.ndarray | None:
         """The image followed by one heat map per generated word, or None for a decoder that does not attend."""
         if generated.attention is None or generated.attention.shape[-1] <= 1:
             return None
-        n = int(generated.lengths[i])
-        words = self.vocab.decode(generated.tokens[i].tolist())
+        n, words = int(generated.lengths[i]), self.vocab.decode(generated.tokens[i].tolist())
         return attention_strip(picture, generated.attention[i, :n].float().cpu().numpy(), words[:n])
 
     def log_media(self, stage: Stage, samples: list[tuple], values: dict[str, Tensor]) -> None:
         if not samples:
             return
         images, preds, refs, strips = zip(*samples)
-        rows = [[p, r] for p, r in zip(preds, refs)]
-        log_image_table(self.logger, "val/samples", list(images), ["prediction", "references"], rows, self.global_step)
+        log_image_table(self.logger, "val/samples", list(images), ["prediction", "references"], list(map(list, zip(preds, refs))),
+                        self.global_step)
         if strips[0] is not None:
             log_image_table(self.logger, "val/attention", list(strips), ["prediction"], [[p] for p in preds], self.global_step)
 
-    # --- prediction -----------------------------------------------------------------------------
     def predict_step(self, batch: CaptionBatch, batch_idx: int) -> list[dict[str, Any]]:
         generated = self(batch.images)
-        captions = self.captions(generated)
-        pictures = self._pictures(batch.images)
-        return [
-            {"file": name, "caption": caption, "attention": self._attention_strip(picture, generated, i)}
-            for i, (name, caption, picture) in enumerate(zip(batch.ids, captions, pictures))
-        ]
+        return [{"file": name, "caption": caption, "attention": self._attention_strip(picture, generated, i)}
+                for i, (name, caption, picture) in enumerate(zip(batch.ids, self.captions(generated), to_uint8(batch.images, MEAN, STD)))]
 
     @staticmethod
     def write_predictions(outputs: list[list[dict[str, Any]]], path: str) -> str:
@@ -195,13 +165,8 @@ class CaptioningTask(EncoderTask):
         records = [r for batch in outputs for r in batch]
         with open(path, "w") as f:
             json.dump({r["file"]: r["caption"] for r in records}, f, indent=2, sort_keys=True)
-        strips = [r for r in records if r["attention"] is not None]
-        if not strips:
-            return f"{len(records)} captions"
-        folder = os.path.splitext(path)[0] + "_attention"
-        os.makedirs(folder, exist_ok=True)
-        from PIL import Image
-
+        folder, strips = os.path.splitext(path)[0] + "_attention", [r for r in records if r["attention"] is not None]
         for r in strips:
+            os.makedirs(folder, exist_ok=True)
             Image.fromarray(r["attention"]).save(os.path.join(folder, os.path.splitext(r["file"])[0] + ".png"))
-        return f"{len(records)} captions, attention maps in {folder}"
+        return f"{len(records)} captions" + (f", attention maps in {folder}" if strips else "")

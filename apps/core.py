@@ -9,7 +9,7 @@ import json
 import math
 import os
 import random
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -17,12 +17,16 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
-from torchmetrics import MeanMetric, MetricCollection
+import torch.nn.functional as F
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from apps.callbacks import CheckpointOnInterrupt
+from apps.media import log_confusion_matrix
 from datamodules.bad_samples import SkippedBatch
 from datamodules.feature_cache import FeatureSource, attach_feature_source
-from encoders.base import Encoder
+from decoders.schedules import SamplingSchedule, sampling_probability
+from encoders.base import Encoded, Encoder
 
 Stage = Literal["train", "val", "test"]
 EVAL_STAGES: tuple[Stage, ...] = ("val", "test")
@@ -66,19 +70,44 @@ class SequenceTask(pl.LightningModule):
 
     @property
     def metrics(self) -> torch.nn.ModuleDict:
-        """{stage: MetricCollection}, built on first use from `build_metrics` (after the subclass's __init__)."""
+        """{stage: MetricCollection}, built on first use from `build_metrics` (after the subclass's __init__).
+        Without compute groups: torchmetrics would merge metrics whose states happen to match after the first
+        batch (top-1 and top-5 accuracy when all of it is right, beam and greedy PER when they agree) and from
+        then on update only one of them."""
         if self._metrics is None:
-            self._metrics = torch.nn.ModuleDict({s: self.build_metrics(s) for s in EVAL_STAGES}).to(self.device)
+            self._metrics = torch.nn.ModuleDict({
+                s: MetricCollection(self.build_metrics(s), compute_groups=False) for s in EVAL_STAGES
+            }).to(self.device)
         return self._metrics
+
+    def require(self, value: Any, what: str, argument: str) -> Any:
+        """A datamodule-linked constructor argument (vocabulary, class names), or the error saying where it comes from."""
+        if not value:
+            raise ValueError(f"{type(self).__name__} needs {what}: run it through the CLI with a datamodule, "
+                             f"or pass {argument}=")
+        return value
+
+    def sampling_prob(self, schedule: SamplingSchedule, start: float, end: float, max_prob: float) -> float:
+        """Scheduled sampling: the probability, at this point of training, of feeding the model its own previous
+        output instead of the truth (decoders/schedules.py); logged as train/sampling_prob."""
+        prob = sampling_probability(self.training_progress(), schedule, start, end, max_prob)
+        self.log("train/sampling_prob", prob, on_step=True, on_epoch=False)
+        return prob
+
+    def media_folder(self) -> str:
+        """<default_root_dir>/media, where validation GIFs and pictures are written before they are logged."""
+        folder = os.path.join(self.trainer.default_root_dir, "media")
+        os.makedirs(folder, exist_ok=True)
+        return folder
 
     # --- what a task provides -------------------------------------------------------------------
     def compute_loss(self, batch: Any, stage: Stage) -> tuple[Tensor, Any]:
         """Return (scalar loss, outputs handed to `metric_inputs` and `media_samples`)."""
         raise NotImplementedError
 
-    def build_metrics(self, stage: Stage) -> MetricCollection:
-        """The metrics of one evaluation stage; the core updates, computes, logs and resets them."""
-        return MetricCollection({})
+    def build_metrics(self, stage: Stage) -> dict[str, Metric]:
+        """The metrics of one evaluation stage by name; the core updates, computes, logs (`stage/name`) and resets them."""
+        return {}
 
     def metric_inputs(self, batch: Any, outputs: Any, stage: Stage) -> dict[str, Any]:
         """Keyword arguments for `metrics[stage].update`; each metric receives the ones its `update` names."""
@@ -336,3 +365,58 @@ class EncoderTask(SequenceTask):
     def on_train_epoch_start(self) -> None:
         if self.freeze_encoder:
             self.encoder.eval()  # frozen also means frozen batch-norm statistics
+
+
+class ClassifierTask(EncoderTask):
+    """Many-to-one: an encoder, a head that turns its `Encoded` sequence into class logits (e.g. RNNClassifier),
+    cross-entropy; accuracy (and top-5 in test) and a confusion matrix; predict writes each sample's top-k labels.
+    A subclass says how a batch is encoded (`encode`); its batches carry `labels`.
+
+    Args:
+        encoder: any `Encoder` for the task's inputs.
+        decoder: many-to-one head; `in_dim` and `num_classes` are filled in from the encoder and the data.
+        class_names: class labels (from the datamodule; stored in checkpoints so predict needs nothing else).
+        label_smoothing: cross-entropy label smoothing.
+        top_k: how many labels `rnnsuite predict` writes per sample (also the k of test/acc_top5).
+    """
+
+    main_metric = "val/acc"
+    main_metric_mode = "max"
+    data_links = {"class_names": "class_names"}
+
+    def __init__(self, encoder: Encoder, decoder: Callable[[int, int], torch.nn.Module], class_names: list[str] | None = None,
+                 label_smoothing: float = 0.0, top_k: int = 5, **kwargs: Any) -> None:
+        super().__init__(encoder, **kwargs)
+        self.save_hyperparameters()
+        self.class_names = list(self.require(class_names, "class names", "class_names"))
+        self.decoder = decoder(encoder.out_dim, len(self.class_names))
+        self.label_smoothing, self.top_k = label_smoothing, min(top_k, len(self.class_names))
+
+    def encode(self, batch: Any) -> Encoded:
+        raise NotImplementedError
+
+    def build_metrics(self, stage: Stage) -> dict[str, Metric]:
+        C = len(self.class_names)
+        metrics = {"acc": MulticlassAccuracy(C, average="micro"), "confusion": MulticlassConfusionMatrix(C)}
+        if stage == "test":
+            metrics["acc_top5"] = MulticlassAccuracy(C, top_k=min(5, C), average="micro")
+        return metrics
+
+    def compute_loss(self, batch: Any, stage: Stage) -> tuple[Tensor, Tensor]:
+        logits = self.decoder(self.encode(batch))  # (B, C)
+        return F.cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing), logits.detach()
+
+    def metric_inputs(self, batch: Any, logits: Tensor, stage: Stage) -> dict[str, Any]:
+        return {"preds": logits, "target": batch.labels}
+
+    def log_media(self, stage: Stage, samples: list[Any], values: dict[str, Tensor]) -> None:
+        log_confusion_matrix(self.logger, f"{stage}/confusion_matrix", values["confusion"], self.class_names, self.global_step)
+
+    @torch.no_grad()
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, list[dict[str, float | str]]]:
+        """{sample id: its top-k [{label, prob}]}."""
+        top = self.decoder(self.encode(batch)).softmax(-1).topk(self.top_k, dim=-1)
+        return {
+            sample: [{"label": self.class_names[int(c)], "prob": round(float(p), 6)} for p, c in zip(ps, cs)]
+            for sample, ps, cs in zip(batch.ids, top.values, top.indices)
+        }

@@ -9,8 +9,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torchmetrics import Metric, MetricCollection
+from PIL import Image
+from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from apps.core import SequenceTask, Stage
@@ -29,18 +30,13 @@ def frame_errors(pred: Tensor, truth: Tensor, last_input: Tensor) -> dict[str, T
     averaged over the predicted frames; SSIM and PSNR per frame, averaged likewise.
     """
     B, T = pred.shape[:2]
-    per_frame = lambda e: e.flatten(2).sum(-1).mean(1)  # noqa: E731 - (B, T, ...) -> (B,)
+    errors = {"mse": (pred - truth) ** 2, "mae": (pred - truth).abs(), "mse_copy_last": (last_input[:, None] - truth) ** 2,
+              "mse_blank": truth**2}  # (B, T, C, H, W) each
     flat_pred, flat_truth = pred.flatten(0, 1).float(), truth.flatten(0, 1).float()
     ssim = structural_similarity_index_measure(flat_pred, flat_truth, data_range=1.0, reduction="none")
     psnr = peak_signal_noise_ratio(flat_pred, flat_truth, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return {
-        "mse": per_frame((pred - truth) ** 2),
-        "mae": per_frame((pred - truth).abs()),
-        "mse_copy_last": per_frame((last_input[:, None] - truth) ** 2),
-        "mse_blank": per_frame(truth**2),
-        "ssim": ssim.view(B, T).mean(1),
-        "psnr": psnr.clamp(max=100.0).view(B, T).mean(1),  # a perfect frame has infinite PSNR: cap it
-    }
+    return {name: e.flatten(2).sum(-1).mean(1) for name, e in errors.items()} | {
+        "ssim": ssim.view(B, T).mean(1), "psnr": psnr.clamp(max=100.0).view(B, T).mean(1)}  # a perfect frame: PSNR inf, capped
 
 
 class FrameErrors(Metric):
@@ -77,19 +73,17 @@ def strip(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, gap: int = 2)
 
 def animation(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 2) -> list[np.ndarray]:
     """GIF frames: truth on the left, the model on the right (inputs, then its predictions framed in red)."""
-    frames = []
-    for t in range(len(inputs) + len(pred)):
-        left = inputs[t] if t < len(inputs) else truth[t - len(inputs)]
-        right = inputs[t].copy() if t < len(inputs) else pred[t - len(inputs)].copy()
-        if t >= len(inputs):
-            right[:2], right[-2:], right[:, :2], right[:, -2:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
-        both = np.concatenate([left, np.full((left.shape[0], 2, 3), 128, np.uint8), right], axis=1)
-        frames.append(both.repeat(scale, axis=0).repeat(scale, axis=1))
-    return frames
+    framed, edge = pred.copy(), np.ones(pred.shape[1:3], bool)  # (T_out, H, W, 3), (H, W)
+    edge[2:-2, 2:-2] = False
+    framed[:, edge] = (255, 0, 0)
+    left, right = np.concatenate([inputs, truth]), np.concatenate([inputs, framed])  # (T, H, W, 3) each
+    both = np.concatenate([left, np.full((*left.shape[:2], 2, 3), 128, np.uint8), right], axis=2)
+    return list(both.repeat(scale, axis=1).repeat(scale, axis=2))
 
 
 class FramePredictionTask(SequenceTask):
-    """Predict the next `output_frames` frames from `input_frames` observed ones.
+    """Predict the next `output_frames` frames from `input_frames` observed ones; validation sequences are drawn
+    as strips and GIFs (`num_logged_samples`).
 
     Args:
         decoder: the forecaster; `frame_channels` is filled in from the data.
@@ -103,7 +97,6 @@ class FramePredictionTask(SequenceTask):
         sampling_start: fraction of training (steps or max_time, whichever is nearer) before which the truth is fed.
         sampling_end: fraction of training from which the probability is `sampling_max`.
         sampling_max: final probability of feeding the model's own prediction.
-        num_logged_samples: validation sequences drawn as strips and GIFs each epoch.
     """
 
     main_metric = "val/mse"
@@ -122,10 +115,9 @@ class FramePredictionTask(SequenceTask):
         sampling_start: float = 0.0,
         sampling_end: float = 0.7,
         sampling_max: float = 1.0,
-        num_logged_samples: int = 4,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_logged_samples=num_logged_samples, **kwargs)
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.decoder = decoder(frame_channels)
         self.frame_channels, self.input_frames, self.output_frames = frame_channels, input_frames, output_frames
@@ -133,8 +125,8 @@ class FramePredictionTask(SequenceTask):
         self.schedule = (sampling_schedule, sampling_start, sampling_end, sampling_max)
         sampling_probability(0.0, *self.schedule)  # fail at start-up on a bad schedule
 
-    def build_metrics(self, stage: Stage) -> MetricCollection:
-        return MetricCollection({"frames": FrameErrors()})
+    def build_metrics(self, stage: Stage) -> dict[str, Metric]:
+        return {"frames": FrameErrors()}
 
     def split(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, C, H, W) -> observed (B, input_frames, ...), future (B, output_frames, ...)."""
@@ -150,9 +142,7 @@ class FramePredictionTask(SequenceTask):
     def compute_loss(self, batch: FrameBatch, stage: Stage) -> tuple[Tensor, Tensor | None]:
         observed, future = self.split(batch.frames)
         if stage == "train":
-            prob = sampling_probability(self.training_progress(), *self.schedule)
-            self.log("train/sampling_prob", prob, on_step=True, on_epoch=False)
-            forecast = self.decoder(observed, self.output_frames, targets=future, sampling_prob=prob)
+            forecast = self.decoder(observed, self.output_frames, targets=future, sampling_prob=self.sampling_prob(*self.schedule))
         else:  # evaluation never sees the future frames: they are only compared against
             forecast = self.decoder(observed, self.output_frames)
         loss = self.frame_loss(forecast.future, future)
@@ -161,8 +151,7 @@ class FramePredictionTask(SequenceTask):
         return loss, forecast.future
 
     def frame_loss(self, pred: Tensor, truth: Tensor) -> Tensor:
-        loss = F.mse_loss(pred, truth)
-        return loss + self.l1_weight * F.l1_loss(pred, truth) if self.l1_weight else loss
+        return F.mse_loss(pred, truth) + (self.l1_weight * F.l1_loss(pred, truth) if self.l1_weight else 0.0)
 
     def metric_inputs(self, batch: FrameBatch, forecast: Tensor, stage: Stage) -> dict[str, Any]:
         observed, future = self.split(batch.frames)
@@ -176,8 +165,7 @@ class FramePredictionTask(SequenceTask):
         if stage == "val":  # one line per validation: readable with the progress bar off
             names = ("mse", "mse_blank", "mse_copy_last", "ssim")
             print(f"step {self.global_step}: " + ", ".join(f"val/{n} {float(values[n]):.4g}" for n in names), flush=True)
-        folder = os.path.join(self.trainer.default_root_dir, "media")
-        os.makedirs(folder, exist_ok=True)
+        folder = self.media_folder()
         for i, (obs, true, pred) in enumerate(samples):
             log_image(self.logger, f"val/strip_{i}", strip(obs, true, pred), self.global_step, "input | truth | prediction")
             gif = os.path.join(folder, f"val_step{self.global_step:06d}_{i}.gif")
@@ -187,15 +175,10 @@ class FramePredictionTask(SequenceTask):
     def predict_step(self, batch: FrameBatch, batch_idx: int) -> dict[str, Any]:
         observed, future = self.split(batch.frames)
         pred = self(observed)
-        scores = frame_errors(pred, future, observed[:, -1])
-        return {
-            "ids": batch.ids,
-            "prediction": (pred.clamp(0, 1) * 255).round().byte().cpu(),
-            "scores": {name: v.cpu() for name, v in scores.items()},
-            "media": [(o, t, p) for o, t, p in zip(to_uint8(observed), to_uint8(future), to_uint8(pred))][
-                : max(0, self.num_logged_samples * 4 - batch_idx * len(pred))
-            ],
-        }
+        keep = max(0, self.num_logged_samples * 4 - batch_idx * len(pred))  # sequences drawn as strips and GIFs
+        return {"ids": batch.ids, "prediction": (pred.clamp(0, 1) * 255).round().byte().cpu(),
+                "scores": {name: v.cpu() for name, v in frame_errors(pred, future, observed[:, -1]).items()},
+                "media": list(zip(to_uint8(observed[:keep]), to_uint8(future[:keep]), to_uint8(pred[:keep])))}
 
     @staticmethod
     def write_predictions(outputs: list[dict[str, Any]], path: str) -> str:
@@ -203,20 +186,15 @@ class FramePredictionTask(SequenceTask):
         folder = path[: -len(".json")] if path.endswith(".json") else path
         os.makedirs(folder, exist_ok=True)
         pred = torch.cat([o["prediction"] for o in outputs])  # (N, T, C, H, W)
-        pred = pred[:, :, 0] if pred.shape[2] == 1 else pred.movedim(2, -1)
-        np.save(os.path.join(folder, "predictions.npy"), pred.numpy())
+        np.save(os.path.join(folder, "predictions.npy"), (pred[:, :, 0] if pred.shape[2] == 1 else pred.movedim(2, -1)).numpy())
         scores = {name: torch.cat([o["scores"][name] for o in outputs]) for name in _PER_FRAME}
-        ids = [sid for o in outputs for sid in o["ids"]]
+        ids, media = [sid for o in outputs for sid in o["ids"]], [m for o in outputs for m in o["media"]]
         summary = {f"test/{name}": float(v.mean()) for name, v in scores.items()}
-        summary["test/mse_vs_blank"] = summary["test/mse"] / max(summary["test/mse_blank"], 1e-8)
-        summary["num_sequences"] = len(ids)
-        summary["per_sequence"] = {sid: {n: round(float(scores[n][i]), 4) for n in _PER_FRAME} for i, sid in enumerate(ids)}
+        summary |= {"test/mse_vs_blank": summary["test/mse"] / max(summary["test/mse_blank"], 1e-8), "num_sequences": len(ids),
+                    "per_sequence": {sid: {n: round(float(scores[n][i]), 4) for n in _PER_FRAME} for i, sid in enumerate(ids)}}
         with open(os.path.join(folder, "metrics.json"), "w") as f:
             json.dump(summary, f, indent=1)
-        media = [m for o in outputs for m in o["media"]]
         for i, (obs, true, p) in enumerate(media):
-            from PIL import Image
-
             Image.fromarray(strip(obs, true, p)).save(os.path.join(folder, f"strip_{i:03d}.png"))
             save_gif(animation(obs, true, p), os.path.join(folder, f"sequence_{i:03d}.gif"))
         return f"{len(ids)} sequences, mse {summary['test/mse']:.2f} (blank {summary['test/mse_blank']:.2f}), {len(media)} strips/GIFs in {folder}"

@@ -6,7 +6,7 @@ from typing import Any, Callable
 import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric
 from torchmetrics.text import WordErrorRate
 
 from apps.core import SequenceTask, Stage
@@ -25,7 +25,8 @@ class GreedyPER(WordErrorRate):
 
 
 class PhonemeTask(SequenceTask):
-    """Recognise phonemes with CTC; phoneme error rate (PER) = edit distance / reference length.
+    """Recognise phonemes with CTC; phoneme error rate (PER) = edit distance / reference length. Validation
+    utterances are logged with their audio, reference and prediction (`num_logged_samples`).
 
     Args:
         encoder: audio encoder (any `Encoder` taking (B, S) waveforms and lengths), e.g. LogMelEncoder.
@@ -34,7 +35,6 @@ class PhonemeTask(SequenceTask):
         phoneme_folding: phoneme -> scoring phoneme ("" drops it), e.g. TIMIT's 61 -> 39 (from the datamodule).
         beam_width: prefix beam search width for test and predict (1 = greedy); validation is always greedy.
             With a beam, test also reports `test/per_greedy`.
-        num_logged_samples: validation utterances logged with their audio, reference and prediction each epoch.
     """
 
     main_metric = "val/per"
@@ -48,24 +48,20 @@ class PhonemeTask(SequenceTask):
         phonemes: list[str] | None = None,
         phoneme_folding: dict[str, str] | None = None,
         beam_width: int = 1,
-        num_logged_samples: int = 4,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_logged_samples=num_logged_samples, **kwargs)
+        super().__init__(**kwargs)
         self.save_hyperparameters()
-        if not phonemes:
-            raise ValueError("PhonemeTask needs a phoneme inventory: run it through the CLI with a datamodule, or pass phonemes=")
-        self.phonemes = list(phonemes)  # id i + 1 <-> phonemes[i]; id 0 is the CTC blank
+        self.phonemes = list(self.require(phonemes, "a phoneme inventory", "phonemes"))  # id i + 1 <-> phonemes[i]; id 0 is the CTC blank
         self.phoneme_folding = phoneme_folding
         self.encoder = encoder
         self.decoder = decoder(encoder.out_dim, len(self.phonemes) + 1)
         self.ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
         self.beam_width = beam_width
 
-    def build_metrics(self, stage: Stage) -> MetricCollection:
+    def build_metrics(self, stage: Stage) -> dict[str, Metric]:
         # PER is WER over phoneme "words": torchmetrics counts edits over space-separated tokens
-        beam = stage == "test" and self.beam_width > 1
-        return MetricCollection({"per": WordErrorRate(), **({"per_greedy": GreedyPER()} if beam else {})})
+        return {"per": WordErrorRate(), **({"per_greedy": GreedyPER()} if stage == "test" and self.beam_width > 1 else {})}
 
     def forward(self, audio: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, S) waveforms, (B,) lengths -> (B, T, P + 1) log-probabilities and (B,) valid steps."""
@@ -108,9 +104,8 @@ class PhonemeTask(SequenceTask):
     def log_media(self, stage: Stage, samples: list[tuple], values: dict[str, Tensor]) -> None:
         if samples:
             audios, refs, preds = zip(*samples)
-            rows = [[r, p] for r, p in zip(refs, preds)]
-            rate = getattr(self.encoder, "sample_rate", 16000)
-            log_audio_table(self.logger, "val/samples", list(audios), rate, ["reference", "prediction"], rows, self.global_step)
+            log_audio_table(self.logger, "val/samples", list(audios), getattr(self.encoder, "sample_rate", 16000),
+                            ["reference", "prediction"], list(map(list, zip(refs, preds))), self.global_step)
 
     def align(self, log_probs: Tensor, labels: list[str]) -> list[dict[str, Any]]:
         """(T, P + 1) log-probabilities of one utterance + its labels -> [{phoneme, start, end}] in seconds (CTC alignment)."""
@@ -121,15 +116,10 @@ class PhonemeTask(SequenceTask):
         targets = torch.tensor([[index[p] for p in labels]], dtype=torch.int32)
         path, scores = AF.forced_align(log_probs[None].float().cpu(), targets, blank=BLANK)  # (1, T) each
         spans = AF.merge_tokens(path[0], scores[0].exp(), blank=BLANK)
-        return [
-            {"phoneme": p, "start": round(s.start * seconds, 3), "end": round(s.end * seconds, 3)}
-            for p, s in zip(labels, spans)
-        ]
+        return [{"phoneme": p, "start": round(s.start * seconds, 3), "end": round(s.end * seconds, 3)} for p, s in zip(labels, spans)]
 
     def predict_step(self, batch: PhonemeBatch, batch_idx: int) -> dict[str, dict[str, Any]]:
         log_probs, steps = self(batch.audio, batch.audio_lengths)
         hypotheses = self.decode(log_probs, steps, self.beam_width)
-        return {
-            utt: {"phonemes": " ".join(hyp), "segments": self.align(log_probs[b, : steps[b]], hyp)}
-            for b, (utt, hyp) in enumerate(zip(batch.ids, hypotheses))
-        }
+        return {utt: {"phonemes": " ".join(hyp), "segments": self.align(log_probs[b, : steps[b]], hyp)}
+                for b, (utt, hyp) in enumerate(zip(batch.ids, hypotheses))}

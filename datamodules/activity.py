@@ -8,12 +8,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.augment import train_augmentation
 from datamodules.bad_samples import BadSamplePolicy, warn_skipped
-from datamodules.feature_cache import FeatureSource, FeatureTable, array_key, load_or_build
-from datamodules.base import MEAN, STD, SplitDataModule, cache_root
+from datamodules.feature_cache import FeatureTable, array_key, load_or_build
+from datamodules.base import MEAN, STD, SplitDataModule, cache_root, list_folder
 from datamodules import motion_clips
 from datamodules.ucf101 import VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, split_off_validation
 
@@ -138,13 +138,8 @@ class VideoFolderDataset(Dataset):
     """Every video file in a folder, for `predict`: `num_frames` frames spread over each video (all of
     them when it is shorter)."""
 
-    def __init__(self, folder: str, cache: FrameCache, num_frames: int) -> None:
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"--data.predict_dir {folder} is not a folder")
-        self.paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(VIDEO_EXTENSIONS))
-        if not self.paths:
-            raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in --data.predict_dir {folder}")
-        self.cache, self.num_frames = cache, num_frames
+    def __init__(self, paths: list[str], cache: FrameCache, num_frames: int) -> None:
+        self.paths, self.cache, self.num_frames = paths, cache, num_frames
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -218,7 +213,6 @@ class ActivityDataModule(SplitDataModule):
     ) -> None:
         super().__init__(on_bad_sample)
         self.augment = train_augmentation(image_size, crop_scale, color_jitter, horizontal_flip) if augment else None
-        self.feature_source: FeatureSource | None = None
         if num_frames < 1 or clips_per_video < 1:
             raise ValueError("num_frames and clips_per_video must be >= 1")
         if max_cached_frames < num_frames:
@@ -231,7 +225,6 @@ class ActivityDataModule(SplitDataModule):
         self.cache = FrameCache(
             os.path.join(cache_dir or cache_root("activity"), "frames"), image_size, max_cached_frames
         )
-        self.datasets: dict[str, Dataset] = {}
         self.records: dict[str, list[VideoRecord]] = {}
         if video_root is not None:
             found, splits, skipped = read_split(video_root, split_dir, split, policy=self.on_bad_sample)
@@ -251,14 +244,10 @@ class ActivityDataModule(SplitDataModule):
         # Known in __init__ so the CLI can hand `class_names` to the model before anything is decoded.
         self.class_names = list(class_names) if class_names else found
 
-    def _dataset(self, split: str) -> Dataset:
-        if split in self.datasets:
-            return self.datasets[split]
+    def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
-            if self.predict_dir is None:
-                raise ValueError("rnnsuite predict needs --data.predict_dir DIR (a folder of video files)")
-            dataset: Dataset = VideoFolderDataset(self.predict_dir, self.cache, self.num_frames)
-        elif self.video_root is not None:
+            return VideoFolderDataset(list_folder(self.predict_dir, VIDEO_EXTENSIONS, "video files"), self.cache, self.num_frames)
+        if self.video_root is not None:
             records = self.records[split]
             if not records:
                 raise ValueError(f"the {split} split of {self.split_dir or self.video_root} has no videos")
@@ -271,49 +260,30 @@ class ActivityDataModule(SplitDataModule):
                     f"every {split} video was skipped (unreadable or shorter than num_frames={self.num_frames}); "
                     "lower --data.num_frames or check the files"
                 )
-            dataset = VideoClipDataset(kept, self.cache, self.num_frames, split == "train", self.clips_per_video,
-                                       self.augment if split == "train" else None)
-        else:
-            if self.class_names != list(motion_clips.CLASS_NAMES):
-                raise ValueError(
-                    f"the model's classes ({', '.join(self.class_names[:3])}, ...) are not the generated clips' "
-                    "classes; pass the --data.video_root the checkpoint was trained on"
-                )
-            frames, labels = motion_clips.load_split(
-                split, self.counts[split], self.num_frames, self.image_size, self.seed, self.num_distractors
+            return VideoClipDataset(kept, self.cache, self.num_frames, split == "train", self.clips_per_video,
+                                    self.augment if split == "train" else None)
+        if self.class_names != list(motion_clips.CLASS_NAMES):
+            raise ValueError(
+                f"the model's classes ({', '.join(self.class_names[:3])}, ...) are not the generated clips' "
+                "classes; pass the --data.video_root the checkpoint was trained on"
             )
-            dataset = MotionClipDataset(split, frames, labels, self.augment if split == "train" else None)
-        if split != "predict" and self.feature_source is not None:
-            keys, counts, load = dataset.feature_items()
-            transform = f"{TRANSFORM_KEY}|{self.image_size}|{self.cache.max_frames}"
-            dataset.features = load_or_build(f"activity-{split}", keys, counts, transform, self.feature_source, load,
-                                             self.num_workers)
-            dataset.with_pixels = split == "val"  # the logged validation clips show the frames
-        self.datasets[split] = dataset
-        return dataset
+        frames, labels = motion_clips.load_split(
+            split, self.counts[split], self.num_frames, self.image_size, self.seed, self.num_distractors
+        )
+        return MotionClipDataset(split, frames, labels, self.augment if split == "train" else None)
+
+    def attach_features(self, split: str, dataset: VideoClipDataset | MotionClipDataset) -> None:
+        """Per-frame features computed once for every cached frame; clips pick their frames' rows."""
+        keys, counts, load = dataset.feature_items()
+        transform = f"{TRANSFORM_KEY}|{self.image_size}|{self.cache.max_frames}"
+        dataset.features = load_or_build(f"activity-{split}", keys, counts, transform, self.feature_source, load,
+                                         self.num_workers)
+        dataset.with_pixels = split == "val"  # the logged validation clips show the frames
 
     @property
     def data_source(self) -> str:
         """What a model fitted on this data was trained on (stored in its checkpoint, told by predict)."""
         return "generated motion clips of MNIST digits" if self.video_root is None else f"videos of {self.video_root}"
 
-    def use_cached_features(self, source: FeatureSource) -> None:
-        """From the task's `setup()` when its encoder is frozen: batches of every split but predict then carry
-        per-frame `features` computed once by `source` for every cached frame; clips pick their frames' rows
-        (training batches carry no frames; validation keeps them for the logged clips)."""
-        if self.augment is not None:
-            raise ValueError("--data.augment true and cached features exclude each other: features are computed "
-                             "once from un-augmented frames. Turn one off (--model.cache_features false to augment "
-                             "and run the encoder on every step)")
-        self.feature_source = source
-        self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
-
-    def _loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=self.batch_size,
-            shuffle=split == "train",
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_clips,
-        )
+    def collate(self, split: str) -> Callable:
+        return collate_clips

@@ -1,15 +1,16 @@
-"""What every task's datamodule shares: the four dataloader hooks, each one split name away from `loader`,
-and the bad-sample policy with the samples skipped while indexing."""
+"""What every task's datamodule shares: the cache root and normalisation, each split's dataset built once, one
+DataLoader construction behind the four dataloader hooks, the predict-folder listing, the bad-sample policy with
+the samples skipped while indexing, and cached encoder features."""
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.utilities.data import _update_dataloader
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.bad_samples import BadSamplePolicy, check_policy
 
@@ -43,20 +44,76 @@ def packaged_archive(filename: str, requirement: str) -> str:
     return path
 
 
+def list_folder(folder: str | None, extensions: tuple[str, ...], what: str) -> list[str]:
+    """The files of `--data.predict_dir` with these extensions, sorted, or a one-line error saying what is wrong."""
+    if folder is None:
+        raise ValueError(f"rnnsuite predict needs --data.predict_dir DIR (a folder of {what})")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--data.predict_dir {folder} is not a folder")
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(extensions))
+    if not paths:
+        raise FileNotFoundError(f"no {what} ({', '.join(extensions)}) in --data.predict_dir {folder}")
+    return paths
+
+
 class SplitDataModule(pl.LightningDataModule):
-    """Subclasses implement `_loader(split)`; Lightning's hooks call it with the split's name.
+    """Subclasses build a split's dataset (`build_dataset`) and say how its samples are batched (`collate`);
+    this class builds each dataset once and every DataLoader. Subclasses set `batch_size` and `num_workers`.
 
     `skipped[split]` lists the samples left out while indexing (skip mode); `SequenceTask` reports them with
     the ones skipped while loading at the end of every epoch.
     """
 
+    batch_size: int
+    num_workers: int = 0
+
     def __init__(self, on_bad_sample: BadSamplePolicy = "error") -> None:
         super().__init__()
         self.on_bad_sample = check_policy(on_bad_sample)
         self.skipped: dict[str, list[str]] = {"train": [], "val": [], "test": [], "predict": []}
+        self.datasets: dict[str, Dataset] = {}
+        self.feature_source: Any = None  # a FeatureSource once the task caches its frozen encoder's output
+        self.augment: Callable | None = None
+
+    def build_dataset(self, split: Split) -> Dataset:
+        """The split's dataset; called once per split."""
+        raise NotImplementedError
+
+    def collate(self, split: Split) -> Callable[[list[Any]], Any]:
+        """The split's collate function: samples -> one typed batch."""
+        raise NotImplementedError
+
+    def batching(self, split: Split, dataset: Dataset) -> dict[str, Any]:
+        """DataLoader arguments that say how samples are grouped: shuffled batches of `batch_size` in training."""
+        return {"batch_size": self.batch_size, "shuffle": split == "train"}
+
+    def dataset(self, split: Split) -> Dataset:
+        """The split's dataset, built on first use (and its cached features attached, see `use_cached_features`)."""
+        if split not in self.datasets:
+            self.datasets[split] = self.build_dataset(split)
+            if split != "predict" and self.feature_source is not None:
+                self.attach_features(split, self.datasets[split])
+        return self.datasets[split]
 
     def _loader(self, split: Split) -> DataLoader:
-        raise NotImplementedError
+        dataset = self.dataset(split)
+        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          collate_fn=self.collate(split), **self.batching(split, dataset))
+
+    def use_cached_features(self, source: Any) -> None:
+        """From the task's `setup()` when its encoder is frozen: batches of every split but predict then carry
+        `features` computed once by `source` (datamodules/feature_cache.py); training batches carry no pixels,
+        validation keeps them for the logged samples."""
+        if self.augment is not None:
+            raise ValueError("--data.augment true and cached features exclude each other: features are computed "
+                             "once from un-augmented inputs. Turn one off (--model.cache_features false to augment "
+                             "and run the encoder on every step)")
+        self.feature_source = source
+        self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
+
+    def attach_features(self, split: Split, dataset: Dataset) -> None:
+        """Encode the split once into the feature cache (or find it there) and let the dataset read it."""
+        raise ValueError(f"{type(self).__name__} cannot cache encoder features (--model.cache_features false)")
 
     @property
     def distributed(self) -> bool:

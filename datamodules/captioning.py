@@ -11,15 +11,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.augment import train_augmentation
 from datamodules.bad_samples import (BadSampleError, BadSamplePolicy, SkippedBatch, SkippedSample, drop_skipped, load_or_skip,
                                      warn_skipped)
-from datamodules.base import MEAN, STD, SplitDataModule
+from datamodules.base import MEAN, STD, SplitDataModule, list_folder
 from datamodules import scenes
 from datamodules.coco import read_coco_captions
-from datamodules.feature_cache import FeatureSource, FeatureTable, array_key, file_key, load_or_build
+from datamodules.feature_cache import FeatureTable, array_key, file_key, load_or_build
 from datamodules.karpathy import CaptionRecord, read_karpathy_json
 from datamodules.vocab import Vocabulary
 
@@ -136,13 +136,8 @@ class RecordDataset(Dataset):
 class FolderDataset(Dataset):
     """Every image file in a folder, for `predict`."""
 
-    def __init__(self, folder: str, image_size: int) -> None:
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"--data.predict_dir {folder} is not a folder")
-        self.paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not self.paths:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in --data.predict_dir {folder}")
-        self.image_size = image_size
+    def __init__(self, paths: list[str], image_size: int) -> None:
+        self.paths, self.image_size = paths, image_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -246,13 +241,11 @@ class CaptioningDataModule(SplitDataModule):
     ) -> None:
         super().__init__(on_bad_sample)
         self.augment = train_augmentation(image_size, crop_scale, color_jitter, horizontal_flip) if augment else None
-        self.feature_source: FeatureSource | None = None
         self.karpathy_json, self.image_root, self.predict_dir = karpathy_json, image_root, predict_dir
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.max_caption_len = max_caption_len
         self.counts = {"train": num_train_scenes, "val": num_val_scenes, "test": num_test_scenes}
         self.seed = seed
-        self.datasets: dict[str, Dataset] = {}
         self.records: dict[str, list[CaptionRecord]] | None = None
         if karpathy_json is not None:
             self.records = read_karpathy_json(karpathy_json, image_root or os.path.dirname(karpathy_json),
@@ -290,33 +283,15 @@ class CaptioningDataModule(SplitDataModule):
     def vocab(self) -> list[str]:
         return self.vocabulary.tokens
 
-    def use_cached_features(self, source: FeatureSource) -> None:
-        """From the task's `setup()` when its encoder is frozen: batches of every split but predict then carry
-        `features` computed once by `source` (training batches carry no images; validation keeps them for the
-        logged samples)."""
-        if self.augment is not None:
-            raise ValueError("--data.augment true and cached features exclude each other: features are computed "
-                             "once from un-augmented images. Turn one off (--model.cache_features false to augment "
-                             "and run the encoder on every step)")
-        self.feature_source = source
-        self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
+    def build_dataset(self, split: str) -> Dataset:
+        if split == "predict":
+            return FolderDataset(list_folder(self.predict_dir, IMAGE_EXTENSIONS, "images"), self.image_size)
+        augment = self.augment if split == "train" else None
+        if self.records is not None:
+            return RecordDataset(self.records[split], self.image_size, self.on_bad_sample, augment)
+        return SceneDataset(self.scene_splits[split], self.image_size, augment)
 
-    def _dataset(self, split: str) -> Dataset:
-        if split not in self.datasets:
-            augment = self.augment if split == "train" else None
-            if split == "predict":
-                if self.predict_dir is None:
-                    raise ValueError("rnnsuite predict needs --data.predict_dir DIR (a folder of images)")
-                self.datasets[split] = FolderDataset(self.predict_dir, self.image_size)
-            elif self.records is not None:
-                self.datasets[split] = RecordDataset(self.records[split], self.image_size, self.on_bad_sample, augment)
-            else:
-                self.datasets[split] = SceneDataset(self.scene_splits[split], self.image_size, augment)
-            if split != "predict" and self.feature_source is not None:
-                self._attach_features(split, self.datasets[split])
-        return self.datasets[split]
-
-    def _attach_features(self, split: str, dataset: RecordDataset | SceneDataset) -> None:
+    def attach_features(self, split: str, dataset: RecordDataset | SceneDataset) -> None:
         """Encode the split once into the feature cache (or find it there) and let the dataset read it."""
         keys = dataset.item_keys()
         transform = f"{TRANSFORM_KEY}|{self.image_size}"
@@ -324,12 +299,5 @@ class CaptioningDataModule(SplitDataModule):
                                          lambda i: _one(dataset.pixels_of(i)), self.num_workers)
         dataset.with_pixels = split == "val"  # the logged validation samples show the image
 
-    def _loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=self.batch_size,
-            shuffle=split == "train",
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=CaptionCollate(self.vocabulary, self.max_caption_len, random_reference=split == "train"),
-        )
+    def collate(self, split: str) -> CaptionCollate:
+        return CaptionCollate(self.vocabulary, self.max_caption_len, random_reference=split == "train")

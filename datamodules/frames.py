@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle, warn_skipped
 from datamodules.base import SplitDataModule
@@ -175,7 +175,6 @@ class FramesDataModule(SplitDataModule):
         if len(channels) > 1:
             raise ValueError(f"the frame files mix 1- and 3-channel frames ({self.paths}); use one kind throughout")
         self.frame_channels = channels.pop()
-        self.datasets: dict[str, Dataset] = {}
 
     @property
     def seq_len(self) -> int:
@@ -196,32 +195,23 @@ class FramesDataModule(SplitDataModule):
         warn_skipped(f"{split} sequences", self.skipped[split], len(array))
         return np.delete(array, [i for i, _ in bad], axis=0) if bad else array
 
-    def _dataset(self, split: str) -> Dataset:
-        if split not in self.datasets:
-            if split in self.arrays:
-                self.datasets[split] = ArrayFrames(self.arrays[split], os.path.basename(self.paths[split] or self.paths["train"]))
-            else:
-                if self.frame_channels != 1:
-                    raise ValueError(
-                        f"no {split} frames: the files have {self.frame_channels} channels but generated Moving MNIST "
-                        f"is gray; pass --data.{split}_npy"
-                    )
-                self.datasets[split] = GeneratedFrames(
-                    MovingMNIST(split, self.counts[split], self.seq_len, self.num_digits, self.frame_size, seed=self.seed)
-                )
-        return self.datasets[split]
-
-    def _loader(self, split: str) -> DataLoader:
+    def build_dataset(self, split: str) -> Dataset:
         if split == "predict":  # predict rolls out on the test sequences (--data.test_npy)
-            split = "test"
-        return DataLoader(
-            self._dataset(split),
-            batch_size=self.batch_size,
-            shuffle=split == "train" and split in self.arrays,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_frames,
+            return self.dataset("test")
+        if split in self.arrays:
+            return ArrayFrames(self.arrays[split], os.path.basename(self.paths[split] or self.paths["train"]))
+        if self.frame_channels != 1:
+            raise ValueError(
+                f"no {split} frames: the files have {self.frame_channels} channels but generated Moving MNIST "
+                f"is gray; pass --data.{split}_npy"
+            )
+        return GeneratedFrames(
+            MovingMNIST(split, self.counts[split], self.seq_len, self.num_digits, self.frame_size, seed=self.seed)
         )
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def collate(self, split: str) -> Callable:
+        return collate_frames
+
+    def batching(self, split: str, dataset: Dataset) -> dict[str, Any]:
+        # generated training sequences are drawn at random already; file sequences are shuffled
+        return {"batch_size": self.batch_size, "shuffle": split == "train" and split in self.arrays}

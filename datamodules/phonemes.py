@@ -13,21 +13,21 @@ import os
 import random
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from datamodules.bad_samples import (
     BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, handle, load_or_skip, warn_skipped,
 )
-from datamodules.base import SplitDataModule, cache_root
+from datamodules.base import SplitDataModule, cache_root, list_folder
 from datamodules.speech_readers import (
     TIMIT_61_TO_39,
     SpeechRecord,
-    list_audio_files,
+    AUDIO_EXTENSIONS,
     read_audio,
     read_manifest,
     read_timit,
@@ -281,7 +281,6 @@ class PhonemeDataModule(SplitDataModule):
         super().__init__(on_bad_sample)
         self.predict_dir, self.sample_rate = predict_dir, sample_rate
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.datasets: dict[str, Dataset] = {}
         self.records: dict[str, list[SpeechRecord]] = {}
         self._corpus_args: tuple | None = None
         self._corpus: dict[str, list[dict]] | None = None
@@ -322,24 +321,16 @@ class PhonemeDataModule(SplitDataModule):
             self._corpus = generate_corpus(*self._corpus_args)
         return self._corpus
 
-    def _dataset(self, split: str) -> Dataset:
-        if split not in self.datasets:
-            if split == "predict":
-                if self.predict_dir is None:
-                    raise ValueError("rnnsuite predict needs --data.predict_dir DIR (a folder of audio files)")
-                paths = list_audio_files(self.predict_dir)
-                if not paths:
-                    raise FileNotFoundError(f"no audio files in --data.predict_dir {self.predict_dir}")
-                records = [SpeechRecord(p, [], os.path.basename(p)) for p in paths]
-                self.datasets[split] = FileDataset(records, self.sample_rate, on_bad_sample=None)
-            elif self._corpus_args is not None:
-                self.datasets[split] = GeneratedDataset(self.corpus[split], split)
-            else:
-                if split not in self.records:
-                    raise ValueError(f"no {split} data: pass --data.{split}_manifest")
-                records = self.records[split] if split != "train" else self._known_labels(self.records[split])
-                self.datasets[split] = FileDataset(records, self.sample_rate, self.on_bad_sample)
-        return self.datasets[split]
+    def build_dataset(self, split: str) -> Dataset:
+        if split == "predict":
+            records = [SpeechRecord(p, [], os.path.basename(p)) for p in list_folder(self.predict_dir, AUDIO_EXTENSIONS, "audio files")]
+            return FileDataset(records, self.sample_rate, on_bad_sample=None)
+        if self._corpus_args is not None:
+            return GeneratedDataset(self.corpus[split], split)
+        if split not in self.records:
+            raise ValueError(f"no {split} data: pass --data.{split}_manifest")
+        records = self.records[split] if split != "train" else self._known_labels(self.records[split])
+        return FileDataset(records, self.sample_rate, self.on_bad_sample)
 
     def _known_labels(self, records: list[SpeechRecord]) -> list[SpeechRecord]:
         """Training utterances whose phonemes are all in the inventory (which differs from the training labels'
@@ -356,21 +347,14 @@ class PhonemeDataModule(SplitDataModule):
                 kept.append(rec)
         return kept
 
-    def _loader(self, split: str) -> DataLoader:
-        dataset = self._dataset(split)
+    def collate(self, split: str) -> PhonemeCollate:
+        return PhonemeCollate(self.phonemes)
+
+    def batching(self, split: str, dataset: Dataset) -> dict[str, Any]:
         # Under DDP, Lightning shards plain loaders (and SplitDataModule shards evaluation without repeats);
         # it cannot shard a batch sampler, so distributed runs batch in data order instead of by length.
         if isinstance(dataset, GeneratedDataset) and not self.distributed:
             lengths = [dataset.num_samples(i) for i in range(len(dataset))]
-            sampler = LengthBucketSampler(lengths, self.batch_size, shuffle=split == "train", seed=self.seed)
-            loader_args = dict(batch_sampler=sampler)
-        else:  # lengths unknown before reading the files
-            loader_args = dict(batch_size=self.batch_size, shuffle=split == "train")
-        return DataLoader(
-            dataset,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=PhonemeCollate(self.phonemes),
-            **loader_args,
-        )
+            return {"batch_sampler": LengthBucketSampler(lengths, self.batch_size, shuffle=split == "train", seed=self.seed)}
+        return super().batching(split, dataset)  # lengths unknown before reading the files
 

@@ -98,11 +98,6 @@ def read_audio(path: str, sample_rate: int = 16000, skippable: bool = True) -> T
     return audio
 
 
-def list_audio_files(folder: str) -> list[str]:
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder} is not a folder")
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(AUDIO_EXTENSIONS))
-
 
 # --- text -> phonemes (CMU dictionary) ---------------------------------------------------------------
 @lru_cache(maxsize=1)

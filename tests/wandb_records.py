@@ -54,6 +54,22 @@ def read_records(path: str) -> list[wandb_internal_pb2.Record]:
     return records
 
 
+def read_finished_run(path: str, timeout: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records of a run file once its `exit` record is there: `finish()` returns before wandb's service
+    process has written everything, so a file read at once can lack the history."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = read_records(path)
+        except ValueError:  # a chunk half written
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def history(records: list[wandb_internal_pb2.Record]) -> list[dict[str, str]]:
     """History rows (one per logged step) as {key: JSON-encoded value}."""
     rows = []

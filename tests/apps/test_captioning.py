@@ -125,11 +125,12 @@ def test_configured_decoding_is_used(decoding):
 
 def test_scheduled_sampling_probability_follows_training_progress(monkeypatch):
     task, batch = tiny_task(scheduled_sampling="linear", sampling_max_prob=0.5, sampling_start=0.0, sampling_end=1.0)
-    task.train()
     monkeypatch.setattr(task, "training_progress", lambda **kw: 0.5)
-    assert task.sample_prob() == pytest.approx(0.25)
-    task.eval()
-    assert task.sample_prob() == 0.0  # evaluation never mixes in ground truth decisions
+    seen, forward = [], task.decoder.forward
+    monkeypatch.setattr(task.decoder, "forward", lambda *a, sample_prob, **k: seen.append(sample_prob) or forward(*a, sample_prob=sample_prob, **k))
+    task.compute_loss(batch, "train")
+    task.compute_loss(batch, "val")
+    assert seen == [pytest.approx(0.25), 0.0]  # evaluation never mixes in ground truth decisions
 
 
 def test_attention_decoder_regularisation_and_maps(tmp_path):

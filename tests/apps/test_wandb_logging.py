@@ -6,7 +6,7 @@ import pytest
 
 from apps.tasks import TASKS
 from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, TINY_TRAINER_WITH_LOGGER, run_cli
-from tests.wandb_records import history, read_records
+from tests.wandb_records import history, read_finished_run
 
 
 def fit_with_wandb(config, tmp_path, *extra):
@@ -14,7 +14,7 @@ def fit_with_wandb(config, tmp_path, *extra):
             "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.logger.save_dir", str(tmp_path))
     (run_file,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
-    return history(read_records(run_file))
+    return history(read_finished_run(run_file))
 
 
 def test_captioning_run_has_metrics_gradient_norms_and_sample_table(tmp_path, capsys):

@@ -80,7 +80,7 @@ def test_ucf_reader_labels_splits_and_skips(ucf, tmp_path):
     root, splits = ucf
     with pytest.warns(UserWarning) as record:
         dm = datamodule(root, splits, tmp_path)
-        train = dm._dataset("train")
+        train = dm.dataset("train")
     messages = " ".join(str(w.message) for w in record)
     assert "trainlist01.txt:9 (Biking/v_Biking_g09_c01.mp4 is not under" in messages
     assert "train videos: skipped 2 of 8 samples" in messages
@@ -93,7 +93,7 @@ def test_ucf_reader_labels_splits_and_skips(ucf, tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, ClipBatch)
     assert batch.frames.shape == (4, 8, 3, 16, 16) and batch.lengths.tolist() == [8] * 4
-    test = dm._dataset("test")
+    test = dm.dataset("test")
     assert len(test) == 6 and all("_g02_" in test[i].video_id for i in range(len(test)))
 
 
@@ -115,7 +115,7 @@ def test_checkpoint_classes_must_match_the_data(ucf, tmp_path):
 def test_eval_clips_per_video_share_the_video_id(ucf, tmp_path):
     root, splits = ucf
     dm = datamodule(root, splits, tmp_path, clips_per_video=3)
-    test = dm._dataset("test")
+    test = dm.dataset("test")
     assert len(test) == 6 * 3
     ids = [test[i].video_id for i in range(len(test))]
     assert all(ids.count(v) == 3 for v in ids)
@@ -147,7 +147,7 @@ def test_train_samples_random_windows_and_eval_is_deterministic(ucf, tmp_path):
     assert cache.ensure(video) == 12
     with pytest.warns(UserWarning):
         dm = datamodule(root, splits, tmp_path)
-    train, test = dm._dataset("train"), dm._dataset("test")
+    train, test = dm.dataset("train"), dm.dataset("test")
     np.random.seed(0)
     starts = {train[0].frames[0].sum().item() for _ in range(20)}
     assert len(starts) > 1

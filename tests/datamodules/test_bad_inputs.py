@@ -104,7 +104,7 @@ def test_caption_images_bad_when_loading(tmp_path, fmt, case):
     assert len(batch.skipped) == 1 and batch.skipped[0].startswith(f"{bad} (cannot read image")
     # a batch of nothing but bad samples: no batch to train on, the skip still travels
     dm = CaptioningDataModule(**{**kwargs, "batch_size": 1}, on_bad_sample="skip")
-    dataset, collate = dm._dataset("train"), dm.train_dataloader().collate_fn
+    dataset, collate = dm.dataset("train"), dm.train_dataloader().collate_fn
     bad_index = next(i for i in range(len(dataset)) if dataset.records[i].image_path == bad)
     assert collate([dataset[bad_index]]) == SkippedBatch((batch.skipped[0],))
 
@@ -156,7 +156,7 @@ def test_split_file_lines_bad_when_indexing(tmp_path, bad_line, reason, fix):
     with pytest.warns(UserWarning, match="train split-file lines: skipped 1 samples"):
         dm = ActivityDataModule(**kwargs, on_bad_sample="skip")
     assert len(dm.skipped["train"]) == 1 and dm.skipped["train"][0].startswith(f"{trainlist}:3 ({reason}")
-    assert len(dm._dataset("train")) == 2 and next(iter(dm.train_dataloader())).frames.shape[0] == 2
+    assert len(dm.dataset("train")) == 2 and next(iter(dm.train_dataloader())).frames.shape[0] == 2
 
 
 @pytest.mark.parametrize(("case", "reason", "fix"), [
@@ -177,10 +177,10 @@ def test_videos_bad_when_decoding(tmp_path, case, reason, fix):
         with open(bad, "wb") as f:
             f.write(b"not a video at all")
     dm = ActivityDataModule(**kwargs)
-    raises_naming(lambda: dm._dataset("train"), f"{bad}: {reason}", fix)
+    raises_naming(lambda: dm.dataset("train"), f"{bad}: {reason}", fix)
     dm = ActivityDataModule(**kwargs, on_bad_sample="skip")
     with pytest.warns(UserWarning, match="train videos: skipped 1 of 3 samples"):
-        assert len(dm._dataset("train")) == 2
+        assert len(dm.dataset("train")) == 2
     assert len(dm.skipped["train"]) == 1 and dm.skipped["train"][0].startswith(f"{bad} ({reason}")
 
 
@@ -301,9 +301,9 @@ def test_timit_transcriptions_bad_when_indexing(tmp_path, case, where, reason):
 def test_training_phoneme_outside_the_given_inventory(tmp_path):
     manifest = write_manifest(tmp_path, json.dumps({"audio": "bad.wav", "phonemes": "a x"}))
     dm = PhonemeDataModule(train_manifest=manifest, phonemes=["a", "b", "c"])
-    raises_naming(lambda: dm._dataset("train"), f"{tmp_path / 'bad.wav'}: phonemes x are not in the model's inventory")
+    raises_naming(lambda: dm.dataset("train"), f"{tmp_path / 'bad.wav'}: phonemes x are not in the model's inventory")
     dm = PhonemeDataModule(train_manifest=manifest, phonemes=["a", "b", "c"], on_bad_sample="skip")
-    assert len(dm._dataset("train")) == 2 and len(dm.skipped["train"]) == 1
+    assert len(dm.dataset("train")) == 2 and len(dm.skipped["train"]) == 1
 
 
 # --- frames: .npy / .npz arrays -------------------------------------------------------------------------------
