@@ -12,7 +12,7 @@ from torchmetrics.text import WordErrorRate
 from apps.core import SequenceTask, Stage
 from apps.media import log_audio_table
 from datamodules.phonemes import PhonemeBatch
-from datamodules.speech_readers import fold
+from datamodules.readers.speech import fold
 from decoders.ctc import BLANK, CTCDecoder, beam_decode, greedy_decode
 from encoders.base import Encoder
 

@@ -14,8 +14,8 @@ from datamodules.augment import train_augmentation
 from datamodules.bad_samples import BadSamplePolicy, warn_skipped
 from datamodules.feature_cache import FeatureTable, array_key, load_or_build
 from datamodules.base import MEAN, STD, SplitDataModule, cache_root, list_folder
-from datamodules import motion_clips
-from datamodules.ucf101 import VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, split_off_validation
+from datamodules.synthetic import motion_clips
+from datamodules.readers.ucf101 import VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, split_off_validation
 
 # ImageNet statistics: what torchvision's pretrained ResNets expect; harmless for the small CNN.
 

@@ -17,10 +17,10 @@ from datamodules.augment import train_augmentation
 from datamodules.bad_samples import (BadSampleError, BadSamplePolicy, SkippedBatch, SkippedSample, drop_skipped, load_or_skip,
                                      warn_skipped)
 from datamodules.base import MEAN, STD, SplitDataModule, list_folder
-from datamodules import scenes
-from datamodules.coco import read_coco_captions
+from datamodules.synthetic import scenes
+from datamodules.readers.coco import read_coco_captions
 from datamodules.feature_cache import FeatureTable, array_key, file_key, load_or_build
-from datamodules.karpathy import CaptionRecord, read_karpathy_json
+from datamodules.readers.karpathy import CaptionRecord, read_karpathy_json
 from datamodules.vocab import Vocabulary
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

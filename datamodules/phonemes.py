@@ -1,17 +1,13 @@
-"""Phoneme recognition data: an espeak-ng corpus generated once and cached (default), JSONL manifests, or TIMIT.
+"""Phoneme recognition data: an espeak-ng corpus generated once and cached (default; synthetic/speech_corpus.py),
+JSONL manifests, or TIMIT (readers/speech.py).
 
-The generated corpus: English sentences from the Python documentation that ships with the standard library
-(`pydoc_data.topics`), spoken by espeak-ng with several accents and voice variants, rate and pitch drawn per
-utterance. A speaker is an (accent, variant) pair; the validation and test variants never occur in training,
-and the three splits' sentences are disjoint too.
+A speaker of the generated corpus is an (accent, variant) pair; the validation and test variants never occur in
+training, and the three splits' sentences are disjoint too.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
-import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -23,8 +19,9 @@ from torch.utils.data import Dataset, Sampler
 from datamodules.bad_samples import (
     BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, handle, load_or_skip, warn_skipped,
 )
-from datamodules.base import SplitDataModule, cache_root, list_folder
-from datamodules.speech_readers import (
+from datamodules.base import SplitDataModule, list_folder
+from datamodules.synthetic.speech_corpus import generate_corpus
+from datamodules.readers.speech import (
     TIMIT_61_TO_39,
     SpeechRecord,
     AUDIO_EXTENSIONS,
@@ -32,9 +29,6 @@ from datamodules.speech_readers import (
     read_manifest,
     read_timit,
 )
-
-CORPUS_VERSION = 1  # bump when the generation changes, so old caches are not reused
-
 
 class PhonemeSample(NamedTuple):
     audio: Tensor          # (S,) float32 waveform
@@ -50,92 +44,6 @@ class PhonemeBatch(NamedTuple):
     phonemes: list[list[str]]  # reference phonemes as strings (scoring uses these, unknown phonemes included)
     ids: list[str]
     skipped: tuple[str, ...] = ()  # utterances left out of this batch (on_bad_sample=skip), described
-
-
-# --- the generated corpus -----------------------------------------------------------------------------
-def english_sentences(min_words: int = 3, max_words: int = 14) -> list[str]:
-    """Plain-English sentences (and clauses of longer ones) from the stdlib's pydoc topics, sorted, unique."""
-    import pydoc_data.topics
-
-    found: set[str] = set()
-    for key in sorted(pydoc_data.topics.topics):
-        for para in re.split(r"\n\s*\n", pydoc_data.topics.topics[key]):
-            if para.startswith((" ", "\t", "*", "-", "=")) or ">>>" in para:
-                continue  # code blocks, headings, lists
-            para = re.sub(r"\s*\([^()]*\)", "", " ".join(para.replace('"', "").split()))
-            for sentence in re.split(r"(?<=[.!?;:])\s+", para):
-                sentence = sentence.strip().rstrip(".!?;:").strip()
-                pieces = [sentence] if len(sentence.split()) <= max_words else re.split(r",\s+", sentence)
-                for piece in pieces:
-                    if re.fullmatch(r"[A-Za-z][A-Za-z0-9' ,]*[A-Za-z0-9]", piece) and all(
-                        re.fullmatch(r"[A-Za-z0-9]+(?:'[a-z]+)?,?", w) for w in piece.split()
-                    ) and min_words <= len(piece.split()) <= max_words:
-                        found.add(piece)
-    return sorted(found)
-
-
-def cache_dir() -> str:
-    return cache_root("phonemes")
-
-
-def generate_corpus(
-    counts: dict[str, int],
-    voices: Sequence[str],
-    variants: dict[str, Sequence[str]],
-    rate_range: tuple[int, int],
-    pitch_range: tuple[int, int],
-    sample_rate: int,
-    seed: int,
-) -> dict[str, list[dict]]:
-    """Speak `counts[split]` utterances per split; cached under `cache_dir()`, keyed by every parameter.
-
-    Returns {split: [{"audio": (S,) int16 tensor, "phonemes", "starts", "speaker", "text"}]}.
-    """
-    from datamodules.espeak import Synthesizer
-
-    sentences = english_sentences()
-    params = dict(version=CORPUS_VERSION, counts=counts, voices=list(voices), variants={k: list(v) for k, v in variants.items()},
-                  rate_range=list(rate_range), pitch_range=list(pitch_range), sample_rate=sample_rate, seed=seed,
-                  sentences=hashlib.sha1("\n".join(sentences).encode()).hexdigest())
-    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir(), f"espeak-{key}.pt")
-    if os.path.isfile(path):
-        return torch.load(path, weights_only=False)["splits"]
-    # sentence-disjoint splits: 10 % of the sentences for validation, 15 % for test
-    rng = random.Random(seed)
-    order = sentences[:]
-    rng.shuffle(order)
-    n_val, n_test = len(order) // 10, len(order) * 15 // 100
-    pools = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
-    synth = Synthesizer.get()
-    splits: dict[str, list[dict]] = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny ops: extra threads only spin (10x slower on a busy 2-core machine)
-    try:
-        for split, n in counts.items():
-            splits[split] = _speak_split(synth, pools[split], n, voices, variants[split], rate_range, pitch_range,
-                                         sample_rate, f"{seed}-{split}")
-    finally:
-        torch.set_num_threads(threads)
-    os.makedirs(cache_dir(), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"params": params, "splits": splits}, tmp)
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
-    return splits
-
-
-def _speak_split(synth, pool, n, voices, variants, rate_range, pitch_range, sample_rate, seed) -> list[dict]:
-    """n utterances: the pool's sentences in turn (then drawn at random), each by a random accent + variant."""
-    rng = random.Random(seed)
-    items = []
-    for i in range(n):
-        text = pool[i] if i < len(pool) else rng.choice(pool)
-        accent, variant = rng.choice(list(voices)), rng.choice(list(variants))
-        speaker = f"{accent}+{variant}" if variant else accent
-        utt = synth.speak(text, speaker, rng.randint(*rate_range), rng.randint(*pitch_range), sample_rate)
-        audio = (utt.audio.clamp(-1, 1) * 32767).round().to(torch.int16)
-        items.append(dict(audio=audio, phonemes=utt.phonemes, starts=utt.starts, speaker=speaker, text=text))
-    return items
 
 
 # --- datasets ----------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ class SequencePooling(nn.Module):
             raise ValueError(f"unknown pooling {mode!r}; choose last, mean or attention")
         self.mode = mode
         self.bidirectional = bidirectional
-        self.score = nn.Linear(dim, 1) if mode == "attention" else None
+        # no bias: the softmax over steps cancels any constant added to every score (it would never learn)
+        self.score = nn.Linear(dim, 1, bias=False) if mode == "attention" else None
 
     def forward(self, encoded: Encoded) -> Tensor:
         seq, lengths = encoded

@@ -7,7 +7,7 @@ import torch
 from apps.activity import ActivityTask, VideoAccuracy
 from apps.media import draw_confusion_matrix
 from datamodules.activity import ActivityDataModule
-from datamodules.motion_clips import CLASS_NAMES
+from datamodules.synthetic.motion_clips import CLASS_NAMES
 from decoders.classifier import RNNClassifier
 from encoders import SmallCNNEncoder
 from encoders.video import FrameEncoder
@@ -51,7 +51,15 @@ def test_cli_fit_test_and_predict(tmp_path, capsys):
             "--ckpt_path", best, "--metrics_json", str(metrics_path))
     metrics = json.loads(metrics_path.read_text())
     assert {"test/acc", "test/acc_top5", "test/video_acc", "test/loss"} <= set(metrics)
-    assert 0 <= metrics["test/acc"] <= metrics["test/acc_top5"] <= 1
+    # the logged metrics are those of this checkpoint's logits on the (one) test batch, recomputed by hand
+    model = ActivityTask.load_from_checkpoint(best, weights_only=True).eval()
+    batch = next(iter(ActivityDataModule(num_frames=4, image_size=16, num_train_clips=16, num_val_clips=8,
+                                         num_test_clips=8, batch_size=8).test_dataloader()))
+    with torch.no_grad():
+        logits = model(batch.frames, batch.lengths)
+    top5 = logits.topk(5, dim=-1).indices
+    assert metrics["test/acc"] == pytest.approx((logits.argmax(-1) == batch.labels).float().mean().item())
+    assert metrics["test/acc_top5"] == pytest.approx((top5 == batch.labels[:, None]).any(-1).float().mean().item())
     assert metrics["test/video_acc"] == pytest.approx(metrics["test/acc"])  # one clip per generated video
 
     videos = tmp_path / "videos"
@@ -67,22 +75,6 @@ def test_cli_fit_test_and_predict(tmp_path, capsys):
         assert len(top) == 5 and {t["label"] for t in top} <= set(CLASS_NAMES)
         probs = [t["prob"] for t in top]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
-
-
-def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, capsys):
-    fit(tmp_path, capsys)
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    model = ActivityTask.load_from_checkpoint(ckpt, weights_only=True).eval()
-    again = ActivityTask.load_from_checkpoint(ckpt, weights_only=True).eval()
-    dm = ActivityDataModule(num_frames=4, image_size=16, num_train_clips=8, num_val_clips=8, num_test_clips=8, batch_size=8)
-    batch = next(iter(dm.val_dataloader()))
-    with torch.no_grad():
-        logits = model(batch.frames, batch.lengths)
-        assert torch.equal(logits, again(batch.frames, batch.lengths))
-    state = torch.load(ckpt, weights_only=True)["state_dict"]
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, state[name]), name
-    assert model.class_names == list(CLASS_NAMES)
 
 
 def test_padded_frames_do_not_change_the_prediction():

@@ -62,7 +62,7 @@ def test_overfitting_one_batch_drives_the_loss_down():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_cli_fit_test_predict_and_round_trip(tmp_path, capsys):
+def test_cli_fit_test_and_predict_writes_this_models_frames(tmp_path, capsys):
     run_cli("fit", "--config", CONFIG, *TINY_TRAINER, *TINY, "--trainer.default_root_dir", str(tmp_path))
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("best checkpoint: ")
     ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
@@ -87,9 +87,7 @@ def test_cli_fit_test_predict_and_round_trip(tmp_path, capsys):
         assert gif.n_frames == 20
 
     model = FramePredictionTask.load_from_checkpoint(ckpt, weights_only=True).eval()
-    again = FramePredictionTask.load_from_checkpoint(ckpt, weights_only=True).eval()
     observed = torch.from_numpy(raw[:10].swapaxes(0, 1)[:, :, None]).float() / 255
     with torch.no_grad():
-        assert torch.equal(model(observed), again(observed))
         saved = torch.from_numpy(np.load(folder / "predictions.npy")).float() / 255
         assert (model(observed)[:, :, 0] - saved).abs().max() <= 1 / 255  # predict wrote this model's frames

@@ -3,9 +3,10 @@ import wave
 
 import pytest
 import torch
+import torchaudio.functional as AF
 
 from apps.phonemes import PhonemeTask
-from datamodules.espeak import Synthesizer
+from datamodules.synthetic.espeak import Synthesizer
 from datamodules.phonemes import PhonemeBatch, PhonemeDataModule
 from decoders.ctc import CTCDecoder
 from encoders.audio import LogMelEncoder
@@ -60,7 +61,15 @@ def test_cli_fit_test_and_predict_with_time_stamps(trained, tmp_path):
     run_cli("test", "--config", CONFIG, *TINY_TRAINER, *TINY_PHONEMES, "--ckpt_path", best, "--metrics_json", str(metrics_path))
     metrics = json.loads(metrics_path.read_text())
     assert {"test/per", "test/per_greedy", "test/loss"} <= set(metrics)
-    assert metrics["test/per"] >= 0 and metrics["test/per_greedy"] >= 0
+    # recomputed by hand on the (one) test batch: edit distance over reference length, beam 2 and greedy
+    model = PhonemeTask.load_from_checkpoint(best, weights_only=True).eval()
+    batch = next(iter(PhonemeDataModule(num_train_utterances=16, num_val_utterances=4, num_test_utterances=4,
+                                        batch_size=4).test_dataloader()))
+    with torch.no_grad():
+        for key, width in (("test/per", 2), ("test/per_greedy", 1)):
+            hyps = model.transcribe(batch.audio, batch.audio_lengths, beam_width=width)
+            errors = sum(AF.edit_distance(ref, hyp) for ref, hyp in zip(batch.phonemes, hyps))
+            assert metrics[key] == pytest.approx(errors / sum(map(len, batch.phonemes))), key
 
     audio_dir = tmp_path / "audio"
     audio_dir.mkdir()
@@ -77,21 +86,6 @@ def test_cli_fit_test_and_predict_with_time_stamps(trained, tmp_path):
     assert [s["phoneme"] for s in segments] == phonemes
     starts = [s["start"] for s in segments]
     assert starts == sorted(starts) and all(0 <= s["start"] <= s["end"] <= 1.5 for s in segments)
-
-
-def test_checkpoint_round_trip_gives_identical_predictions(trained):
-    ckpt = trained[0] / "checkpoints" / "last.ckpt"
-    model = PhonemeTask.load_from_checkpoint(ckpt, weights_only=True).eval()
-    again = PhonemeTask.load_from_checkpoint(ckpt, weights_only=True).eval()
-    dm = PhonemeDataModule(num_train_utterances=16, num_val_utterances=4, num_test_utterances=4, batch_size=4)
-    batch = next(iter(dm.val_dataloader()))
-    with torch.no_grad():
-        a, b = model(batch.audio, batch.audio_lengths), again(batch.audio, batch.audio_lengths)
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-        assert model.transcribe(batch.audio, batch.audio_lengths) == again.transcribe(batch.audio, batch.audio_lengths)
-    state = torch.load(ckpt, weights_only=True)["state_dict"]
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, state[name]), name
 
 
 def test_padded_utterance_scores_like_the_unpadded_one():
@@ -141,7 +135,7 @@ def test_overfitting_one_batch_drives_the_loss_down():
 
 
 def test_per_folds_timit_phones_before_scoring():
-    from datamodules.speech_readers import TIMIT_61_TO_39
+    from datamodules.readers.speech import TIMIT_61_TO_39
 
     task = tiny_task(["aa", "ao", "b", "bcl", "h#", "q"], phoneme_folding=TIMIT_61_TO_39)
     assert task.scored([["h#", "ao", "q", "bcl", "b"]]) == ["sil aa sil b"]  # q dropped, closure + h# -> sil

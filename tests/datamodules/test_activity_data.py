@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import datamodules.ucf101 as ucf101
-from datamodules import motion_clips
+import datamodules.readers.ucf101 as ucf101
+from datamodules.synthetic import motion_clips
 from datamodules.activity import ActivityDataModule, ClipBatch, collate_clips, ClipSample
-from datamodules.ucf101 import FrameCache, VideoDecodeError, decode_video, read_split
+from datamodules.readers.ucf101 import FrameCache, VideoDecodeError, decode_video, read_split
 
 CLASSES = ["ApplyEyeMakeup", "Basketball", "Biking"]
 

@@ -16,8 +16,8 @@ from datamodules.bad_samples import BadSampleError, SkippedBatch
 from datamodules.captioning import CaptioningDataModule
 from datamodules.frames import FramesDataModule
 from datamodules.phonemes import PhonemeDataModule
-from datamodules.speech_readers import read_audio, read_timit
-from datamodules.ucf101 import read_split
+from datamodules.readers.speech import read_audio, read_timit
+from datamodules.readers.ucf101 import read_split
 from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, run_cli
 from tests.datamodules.test_activity_data import write_video
 from tests.datamodules.test_phoneme_data import tone, write_riff, write_sphere

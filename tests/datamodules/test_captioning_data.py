@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import scenes
+from datamodules.synthetic import scenes
 from datamodules.captioning import CaptioningDataModule
-from datamodules.karpathy import read_karpathy_json
+from datamodules.readers.karpathy import read_karpathy_json
 
 
 def test_scene_splits_are_disjoint_by_content():
@@ -115,7 +115,7 @@ def write_coco_fixture(tmp_path, split, n):
 
 
 def test_coco_captions_format(tmp_path):
-    from datamodules.coco import read_coco_captions
+    from datamodules.readers.coco import read_coco_captions
 
     train_json, train_dir = write_coco_fixture(tmp_path, "train", 3)
     val_json, val_dir = write_coco_fixture(tmp_path, "val", 2)

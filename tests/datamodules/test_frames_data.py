@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.frames import FramesDataModule, read_frames
-from datamodules.mnist import load_mnist
-from datamodules.moving_mnist import MovingMNIST, bouncing_positions
+from datamodules.frames import FramesDataModule
+from datamodules.readers.frames import read_frames
+from datamodules.readers.mnist import load_mnist
+from datamodules.synthetic.moving_mnist import MovingMNIST, bouncing_positions
 
 
 def test_val_and_test_sequences_are_fixed_distinct_and_from_mnist_test_digits():

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.espeak import Synthesizer, clean_phoneme
-from datamodules.phonemes import LengthBucketSampler, PhonemeCollate, PhonemeDataModule, PhonemeSample, english_sentences
-from datamodules.speech_readers import TIMIT_61_TO_39, fold, read_audio, read_manifest, read_timit, text_to_phonemes
+from datamodules.synthetic.espeak import Synthesizer, clean_phoneme
+from datamodules.phonemes import LengthBucketSampler, PhonemeCollate, PhonemeDataModule, PhonemeSample
+from datamodules.synthetic.speech_corpus import english_sentences
+from datamodules.readers.speech import TIMIT_61_TO_39, fold, read_audio, read_manifest, read_timit, text_to_phonemes
 
 
 def write_riff(path, samples: np.ndarray, rate: int) -> None:

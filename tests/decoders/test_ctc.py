@@ -1,5 +1,4 @@
 import itertools
-import math
 
 import pytest
 import torch
@@ -76,7 +75,6 @@ def test_beam_agrees_with_greedy_on_confident_outputs_and_respects_lengths():
     log_probs = (torch.nn.functional.one_hot(path, 4).float() * 0.98 + 0.005).log()
     assert beam_decode(log_probs, beam_width=4) == greedy_decode(log_probs) == [[3, 2, 2, 1]]
     assert beam_decode(log_probs, torch.tensor([5]), beam_width=4) == [[3, 2]]
-    assert math.isfinite(sum(map(float, log_probs.flatten())))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from datamodules.base import cache_root
-from datamodules.mnist import load_mnist
+from datamodules.readers.mnist import load_mnist
 
 CLASS_NAMES = (
     "move_right", "move_left", "move_down", "move_up",

@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 
 from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle
-from datamodules.karpathy import CaptionRecord, check_image, load_json
+from datamodules.readers.karpathy import CaptionRecord, check_image, load_json
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 

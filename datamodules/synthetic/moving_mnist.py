@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.mnist import load_mnist
+from datamodules.readers.mnist import load_mnist
 
 DIGIT_SIZE = 28
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
