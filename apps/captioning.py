@@ -169,4 +169,4 @@ class CaptioningTask(EncoderTask):
         for r in strips:
             os.makedirs(folder, exist_ok=True)
             Image.fromarray(r["attention"]).save(os.path.join(folder, os.path.splitext(r["file"])[0] + ".png"))
-        return f"{len(records)} captions" + (f", attention maps in {folder}" if strips else "")
+        return f"{len(records)} captions written to {path}" + (f", attention maps to {folder}" if strips else "")

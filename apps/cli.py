@@ -57,6 +57,22 @@ class RNNSuiteCLI(LightningCLI):
         if overrides:
             self.config = self.parser.parse_args([subcommand, *overrides], namespace=self.config)
 
+    def before_instantiate_classes(self) -> None:
+        """Outputs go where asked: a fit's wandb run follows --trainer.default_root_dir (unless the logger's own
+        save_dir is typed), and evaluation and predict neither open a wandb run (unless a logger is typed) nor
+        overwrite the fit's config.yaml."""
+        if not self.subcommand:
+            return
+        trainer, typed = self.config[self.subcommand].trainer, " ".join(self._raw_args)
+        logger = trainer.get("logger")
+        if self.subcommand != "fit":
+            self.save_config_callback = None
+            if "--trainer.logger" not in typed:
+                trainer.logger = False
+        elif logger and not isinstance(logger, bool) and "save_dir" in logger.get("init_args", {}) \
+                and "save_dir" not in typed and trainer.get("default_root_dir"):
+            logger.init_args.save_dir = trainer.default_root_dir
+
     @staticmethod
     def _adopt_checkpoint(config, ckpt_path: str, subcommand: str) -> None:
         """Refuse a checkpoint of another task; when evaluating, let the data adopt its vocabulary/labels."""
@@ -105,7 +121,7 @@ class RNNSuiteCLI(LightningCLI):
         path = self.config.predict.get("predictions") or os.path.join(self.trainer.default_root_dir, "predictions.json")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         what = self.model.write_predictions(outputs, path)
-        print(f"predictions ({what}) written to {path}")
+        print(f"predictions: {what}")
 
     def after_fit(self) -> None:
         if not self.trainer.is_global_zero:

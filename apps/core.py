@@ -121,11 +121,12 @@ class SequenceTask(pl.LightningModule):
         """Rank 0, never while sanity checking: draw `samples` and non-scalar metric `values` (a confusion matrix)."""
 
     def write_predictions(self, outputs: list[dict[str, Any]], path: str) -> str:
-        """`predict_step` returns {sample id: record} per batch: merged into one JSON file. Returns what was written."""
+        """`predict_step` returns {sample id: record} per batch: merged into one JSON file. Returns what was
+        written where, for the CLI to print (a task may write elsewhere than `path`, e.g. a folder)."""
         merged = {name: record for batch in outputs for name, record in batch.items()}
         with open(path, "w") as f:
             json.dump(merged, f, indent=2, sort_keys=True)
-        return f"{len(merged)} predictions"
+        return f"{len(merged)} predictions written to {path}"
 
     # --- the shared step ------------------------------------------------------------------------
     def shared_step(self, batch: Any, stage: Stage, batch_idx: int = 0) -> Tensor | None:

@@ -197,4 +197,5 @@ class FramePredictionTask(SequenceTask):
         for i, (obs, true, p) in enumerate(media):
             Image.fromarray(strip(obs, true, p)).save(os.path.join(folder, f"strip_{i:03d}.png"))
             save_gif(animation(obs, true, p), os.path.join(folder, f"sequence_{i:03d}.gif"))
-        return f"{len(ids)} sequences, mse {summary['test/mse']:.2f} (blank {summary['test/mse_blank']:.2f}), {len(media)} strips/GIFs in {folder}"
+        return (f"{len(ids)} forecasts written to {folder}/ (predictions.npy, metrics.json: mse {summary['test/mse']:.2f}, "
+                f"blank {summary['test/mse_blank']:.2f}; {len(media)} strips/GIFs)")

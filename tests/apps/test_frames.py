@@ -78,6 +78,7 @@ def test_cli_fit_test_and_predict_writes_this_models_frames(tmp_path, capsys):
     run_cli("predict", "--config", CONFIG, *TINY_TRAINER, *TINY, "--data.output_frames", "5", "--ckpt_path", ckpt,
             "--data.test_npy", str(tmp_path / "mnist_test_seq.npy"), "--predictions", str(tmp_path / "pred.json"))
     folder = tmp_path / "pred"
+    assert f"written to {folder}/" in capsys.readouterr().out  # the folder it wrote, not the .json it was given
     assert np.load(folder / "predictions.npy").shape == (3, 10, 64, 64)
     summary = json.loads((folder / "metrics.json").read_text())
     assert summary["num_sequences"] == 3 and set(summary["per_sequence"]) == {f"mnist_test_seq.npy:{i}" for i in range(3)}

@@ -70,3 +70,17 @@ def test_wandb_artifact_is_downloaded_and_its_checkpoint_used(monkeypatch, tmp_p
     monkeypatch.setattr(wandb, "Api", FakeApi)
     assert resolve_wandb_artifact("wandb:me/rnnsuite/model-abc:v3") == str(tmp_path / "model.ckpt")
     assert calls == [("me/rnnsuite/model-abc:v3", "model")]
+
+
+def test_outputs_follow_default_root_dir_and_evaluation_leaves_the_fit_record_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anything written to ./runs would land here
+    root = tmp_path / "exp"
+    run_cli("fit", "--config", str(CONFIGS / "captioning.yaml"), *TINY_TRAINER_WITH_LOGGER, *TINY_CAPTIONING,
+            "--trainer.default_root_dir", str(root))
+    assert len(glob.glob(str(root / "wandb" / "offline-run-*"))) == 1 and (root / "config.yaml").exists()
+    fit_config = (root / "config.yaml").read_text()
+    run_cli("test", "--config", str(CONFIGS / "captioning.yaml"), *TINY_TRAINER_WITH_LOGGER, *TINY_CAPTIONING,
+            "--trainer.default_root_dir", str(root), "--ckpt_path", str(root / "checkpoints" / "last.ckpt"))
+    assert len(glob.glob(str(root / "wandb" / "offline-run-*"))) == 1  # no second run for an evaluation
+    assert (root / "config.yaml").read_text() == fit_config
+    assert not (tmp_path / "runs").exists()
