@@ -78,7 +78,11 @@ class RNNSuiteCLI(LightningCLI):
         """Refuse a checkpoint of another task; when evaluating, let the data adopt its vocabulary/labels."""
         if not os.path.isfile(ckpt_path):
             raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
-        hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+        try:
+            hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+        except Exception as err:  # torch raises RuntimeError/UnpicklingError/... for text, truncated or foreign files
+            raise ValueError(f"--ckpt_path {ckpt_path} is not a readable PyTorch checkpoint ({type(err).__name__}); "
+                             "pass a .ckpt written by `rnnsuite fit` or checkpoints/<task>.ckpt") from None
         expected, found = config.model.class_path, hparams.get("_class_path")
         if found and found != expected:
             raise ValueError(
@@ -162,7 +166,28 @@ def resolve_wandb_artifact(spec: str) -> str:
     return os.path.join(folder, ckpts[0])
 
 
+def list_tasks() -> str:
+    """`rnnsuite tasks`: what the registries hold (tasks with their configs and main metric, encoders, decoders)."""
+    import decoders
+    from apps.tasks import TASKS
+    from encoders import get_encoder_class, list_encoders
+
+    lines = ["tasks (rnnsuite fit --config configs/<config>):"]
+    for name, spec in TASKS.items():
+        lines.append(f"  {name:<11} {spec.task}  metric {spec.metric} ({'higher' if spec.higher_is_better else 'lower'} "
+                     f"is better)  configs: {', '.join(spec.configs)}")
+    lines.append("encoders (class_path encoders.<Class>): " + ", ".join(get_encoder_class(n).__name__ for n in list_encoders()))
+    heads = sorted(n for n in decoders.__all__ if isinstance(getattr(decoders, n), type) and issubclass(getattr(decoders, n), torch.nn.Module))
+    lines.append("decoders (class_path decoders.<Class>): " + ", ".join(heads))
+    lines.append("options of one: rnnsuite fit --config configs/<config> --print_config; --model.help <class_path>")
+    return "\n".join(lines)
+
+
 def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["tasks"]:
+        print(list_tasks())
+        return
     warnings.filterwarnings("ignore", message=r"Attribute '.*' is an instance of `nn.Module`")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     os.environ.setdefault("WANDB_SILENT", "true")
