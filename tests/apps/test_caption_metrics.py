@@ -41,3 +41,35 @@ def test_metrics_accumulate_over_batches_like_one_batch():
     rouge = ROUGEL()
     rouge.update(preds, refs)
     assert rouge.compute().item() == pytest.approx((1.0 + 0.0) / 2)
+
+
+# Several references per image, as in COCO; candidates with partial matches, different lengths.
+PARITY_REFS = {
+    "1": ["a man riding a horse on a beach", "a person rides a brown horse near the ocean", "a man on a horse by the sea"],
+    "2": ["two dogs playing in the snow", "a pair of dogs run through snow", "dogs are playing together in the snow",
+          "two puppies in the snow"],
+    "3": ["a red bus parked on the street", "a double decker bus on a city street", "a bus stopped at the side of a road"],
+    "4": ["a plate of food with broccoli and rice", "a meal of rice and vegetables on a plate",
+          "broccoli rice and chicken on a white plate"],
+    "5": ["a cat sleeping on a laptop keyboard", "a cat lying on top of a laptop", "a grey cat naps on a computer"],
+}
+PARITY_CANDIDATES = {"1": "a man riding a horse on the beach", "2": "two dogs play in the snow",
+                     "3": "a red bus on a street", "4": "a plate with rice and broccoli", "5": "a cat on a laptop"}
+
+
+def test_bleu_and_cider_d_match_the_coco_caption_scorers():
+    """The reference Python scorers of coco-caption (PyPI pycocoevalcap: Bleu, Cider, which is CIDEr-D). Both sides
+    get the same lower-case, space-tokenised text (coco-caption's PTBTokenizer, which needs Java, is not used)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from torchmetrics.text import BLEUScore
+
+    ids = sorted(PARITY_REFS)
+    coco_bleu, _ = Bleu(4).compute_score(PARITY_REFS, {i: [PARITY_CANDIDATES[i]] for i in ids}, verbose=0)
+    coco_cider, _ = Cider().compute_score(PARITY_REFS, {i: [PARITY_CANDIDATES[i]] for i in ids})
+    preds, target = [PARITY_CANDIDATES[i] for i in ids], [PARITY_REFS[i] for i in ids]
+    for n in range(1, 5):
+        assert BLEUScore(n_gram=n)(preds, target).item() == pytest.approx(coco_bleu[n - 1], rel=1e-6)
+    metric = CIDErD()
+    metric.update(preds, target)
+    assert metric.compute().item() == pytest.approx(coco_cider, rel=1e-6)  # our state is float32 at the end
