@@ -44,39 +44,46 @@ def log_audio_table(
     logger: Logger | None, key: str, audios: list[np.ndarray], sample_rate: int, columns: list[str],
     rows: list[list[Any]], step: int,
 ) -> None:
-    """One row per clip: (S,) float waveform in [-1, 1] plus text columns."""
+    """One row per clip: (S,) float waveform in [-1, 1] plus text columns. wandb gets the text as a table at `key`
+    and the clips as audio media at `<key>_audio`, captioned with the same text and the row number: wandb 0.31
+    writes an `Audio` inside a table as the bare string "Audio", so clips in a table would be lost."""
     if isinstance(logger, WandbLogger):
         import tempfile
         import wave
 
         import wandb
 
-        # wandb.Audio needs the soundfile package for raw arrays; a WAV file written here needs nothing extra
-        folder = tempfile.mkdtemp(prefix="rnnsuite-audio-")
-        data = []
-        for i, (audio, row) in enumerate(zip(audios, rows)):
-            path = f"{folder}/{i}.wav"
-            with wave.open(path, "wb") as f:
-                f.setnchannels(1)
-                f.setsampwidth(2)
-                f.setframerate(sample_rate)
-                f.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
-            data.append([wandb.Audio(path, sample_rate=sample_rate), *row])
-        logger.log_table(key=key, columns=["audio", *columns], data=data, step=step)
+        # WAV files (wandb.Audio needs the soundfile package either way); the run copies each one when it is
+        # logged, so the temporary folder goes right after
+        with tempfile.TemporaryDirectory(prefix="rnnsuite-audio-") as folder:
+            clips = []
+            for i, (audio, row) in enumerate(zip(audios, rows)):
+                path = f"{folder}/{i}.wav"
+                with wave.open(path, "wb") as f:
+                    f.setnchannels(1)
+                    f.setsampwidth(2)
+                    f.setframerate(sample_rate)
+                    f.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+                caption = f"{i}: " + " | ".join(f"{c}: {v}" for c, v in zip(columns, row))
+                clips.append(wandb.Audio(path, sample_rate=sample_rate, caption=caption))
+            logger.experiment.log({f"{key}_audio": clips, "trainer/global_step": step})
+        logger.log_table(key=key, columns=["clip", *columns], data=[[i, *row] for i, row in enumerate(rows)], step=step)
     elif isinstance(logger, TensorBoardLogger):
         for i, (audio, row) in enumerate(zip(audios, rows)):
             logger.experiment.add_audio(f"{key}/{i}", audio[None], step, sample_rate=sample_rate)
             logger.experiment.add_text(f"{key}/{i}", " | ".join(f"{c}: {v}" for c, v in zip(columns, row)), step)
 
 
-def attention_strip(picture: np.ndarray, weights: np.ndarray, words: list[str], cell: int = 96) -> np.ndarray:
-    """(H, W, 3) image + attention (L, N) over a square grid + L words -> one (cell+14, (L+1)*cell, 3) uint8 strip:
-    the image, then per word the image tinted by where the decoder looked, the word written underneath."""
+def attention_strip(picture: np.ndarray, weights: np.ndarray, words: list[str], cell: int = 96, per_row: int = 8) -> np.ndarray:
+    """(H, W, 3) image + attention (L, N) over a square grid + L words -> one uint8 picture: the image, then per
+    word the image tinted by where the decoder looked, the word written underneath; at most `per_row` pictures a
+    row (a long caption wraps instead of growing thousands of pixels wide)."""
     from PIL import Image, ImageDraw
 
     side = int(round(weights.shape[-1] ** 0.5))
     base = Image.fromarray(picture).convert("RGB").resize((cell, cell), Image.BILINEAR)
-    strip = Image.new("RGB", ((len(words) + 1) * cell, cell + 14), (255, 255, 255))
+    cols, rows = min(per_row, len(words) + 1), -(-(len(words) + 1) // per_row)
+    strip = Image.new("RGB", (cols * cell, rows * (cell + 14)), (255, 255, 255))
     strip.paste(base, (0, 0))
     draw = ImageDraw.Draw(strip)
     for k, word in enumerate(words):
@@ -84,8 +91,9 @@ def attention_strip(picture: np.ndarray, weights: np.ndarray, words: list[str], 
         heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)
         mask = Image.fromarray((heat * 255).astype(np.uint8)).resize((cell, cell), Image.BILINEAR)
         tinted = Image.composite(Image.new("RGB", (cell, cell), (255, 40, 0)), base, mask.point(lambda v: int(v * 0.6)))
-        strip.paste(tinted, ((k + 1) * cell, 0))
-        draw.text(((k + 1) * cell + 3, cell + 1), word, fill=(0, 0, 0))
+        x, y = (k + 1) % per_row * cell, (k + 1) // per_row * (cell + 14)
+        strip.paste(tinted, (x, y))
+        draw.text((x + 3, y + cell + 1), word, fill=(0, 0, 0))
     return np.asarray(strip)
 
 
@@ -129,9 +137,12 @@ def draw_confusion_matrix(matrix: np.ndarray, class_names: list[str], cell: int 
     C = len(class_names)
     rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     font = ImageFont.load_default()
-    label_w = 8 + 6 * max(len(n) for n in class_names)
+    label_w = max(60, 8 + 6 * max(len(n) for n in class_names))  # room for the axis titles in the corner
     img = Image.new("RGB", (label_w + C * cell + 4, label_w + C * cell + 4), "white")
     draw = ImageDraw.Draw(img)
+    draw.text((2, 2), "rows: true", fill="black", font=font)  # the axis titles, in the empty corner
+    draw.text((2, 14), "columns:", fill="black", font=font)
+    draw.text((2, 26), "predicted", fill="black", font=font)
     for i, name in enumerate(class_names):
         draw.text((2, label_w + i * cell + cell // 2 - 5), name, fill="black", font=font)  # true class, rows
         column = Image.new("RGB", (label_w, cell), "white")

@@ -95,7 +95,7 @@ register(TaskSpec(
     tiny=("--data.num_train_utterances", "16", "--data.num_val_utterances", "4", "--data.num_test_utterances", "4",
           "--data.batch_size", "4"),
     test_size_arg="--data.num_test_utterances",
-    media={"val/samples": "table-file"},
+    media={"val/samples": "table-file", "val/samples_audio": "audio"},
     shipped_check=("--data.num_train_utterances", "16", "--data.num_val_utterances", "4",
                    "--data.num_test_utterances", "48"),
     shipped_bound=0.10,
