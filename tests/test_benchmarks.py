@@ -24,6 +24,7 @@ SCRIPTS = {
     "options.py": ["--task", "activity"],
     "peak_memory.py": ["--task", "frames"],
     "feature_cache.py": [],
+    "gpu.py": ["--task", "frames"],
 }
 
 
