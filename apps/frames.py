@@ -145,7 +145,7 @@ class FramePredictionTask(SequenceTask):
             forecast = self.decoder(observed, self.output_frames, targets=future, sampling_prob=self.sampling_prob(*self.schedule))
         else:  # evaluation never sees the future frames: they are only compared against
             forecast = self.decoder(observed, self.output_frames)
-        loss = self.frame_loss(forecast.future, future)
+        loss = self.frame_loss(forecast.future, future) + forecast.aux_loss  # + PredRNN-V2's decoupling loss if weighted
         if self.context_weight and forecast.context.shape[1]:
             loss = loss + self.context_weight * self.frame_loss(forecast.context, observed[:, 1:])
         return loss, forecast.future

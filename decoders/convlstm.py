@@ -1,4 +1,5 @@
-"""ConvLSTM (Shi et al. 2015) and an encoder-forecaster that predicts future video frames.
+"""ConvLSTM (Shi et al. 2015), PredRNN's spatiotemporal LSTM (Wang et al. 2017, with PredRNN-V2's decoupling
+loss, 2021) and an encoder-forecaster that predicts future video frames with either.
 
 The forecaster works on a coarse grid: a frame (C, H, W) is folded into patches (space-to-depth, "patch size 4"
 in PredRNN/OpenSTL) and embedded by a convolution, stacked ConvLSTM layers step over time on that grid, and a
@@ -6,7 +7,7 @@ convolution plus depth-to-space turns the top hidden state back into a frame in 
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,9 +76,84 @@ class ConvLSTM(nn.Module):
         return torch.stack(outputs, dim=1), states
 
 
+class SpatioTemporalLSTMCell(nn.Module):
+    """PredRNN's ST-LSTM cell: a ConvLSTM memory C carried over time within the layer, plus a spatiotemporal
+    memory M that zigzags through the stack (up the layers within a step, then from the top layer to the bottom
+    one at the next step); the output reads both through a 1x1 convolution.
+
+    x (B, in, h, w), (h, c) each (B, hidden, h, w), m (B, hidden, h, w) -> new h, c, m and the two memory
+    increments (B, hidden, h, w) that PredRNN-V2's decoupling loss pushes apart.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"SpatioTemporalLSTMCell needs an odd kernel_size (same padding), got {kernel_size}")
+        pad, hid = kernel_size // 2, hidden_channels
+        self.hidden_channels = hid
+        self.conv_x = nn.Conv2d(in_channels, 7 * hid, kernel_size, padding=pad)  # i f g (C), i' f' g' (M), o
+        self.conv_h = nn.Conv2d(hid, 4 * hid, kernel_size, padding=pad, bias=False)  # i f g o
+        self.conv_m = nn.Conv2d(hid, 3 * hid, kernel_size, padding=pad, bias=False)  # i' f' g'
+        self.conv_o = nn.Conv2d(2 * hid, hid, kernel_size, padding=pad, bias=False)  # o from [C, M]
+        self.conv_last = nn.Conv2d(2 * hid, hid, 1, bias=False)
+        self.adapter = nn.Conv2d(hid, hid, 1, bias=False)  # where the decoupling loss compares the increments
+        with torch.no_grad():  # both forget gates start open
+            self.conv_x.bias[hid : 2 * hid].fill_(1.0)
+            self.conv_x.bias[4 * hid : 5 * hid].fill_(1.0)
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        i_x, f_x, g_x, i_xm, f_xm, g_xm, o_x = self.conv_x(x).chunk(7, dim=1)
+        i_h, f_h, g_h, o_h = self.conv_h(h).chunk(4, dim=1)
+        i_m, f_m, g_m = self.conv_m(m).chunk(3, dim=1)
+        delta_c = torch.sigmoid(i_x + i_h) * torch.tanh(g_x + g_h)
+        c = torch.sigmoid(f_x + f_h) * c + delta_c
+        delta_m = torch.sigmoid(i_xm + i_m) * torch.tanh(g_xm + g_m)
+        m = torch.sigmoid(f_xm + f_m) * m + delta_m
+        memory = torch.cat([c, m], dim=1)
+        h = torch.sigmoid(o_x + o_h + self.conv_o(memory)) * torch.tanh(self.conv_last(memory))
+        return h, c, m, self.adapter(delta_c), self.adapter(delta_m)
+
+
+class PredRNN(nn.Module):
+    """Stacked ST-LSTM cells with the zigzag memory; the same `step`/`forward` interface as `ConvLSTM`. States are
+    (per-layer (h, c), m). With `collect_decoupling` (PredRNN-V2), in training, each step adds the mean |cosine| between the C and M
+    increments of every layer to the terms the forecaster takes (`take_decoupling_loss`) after a rollout."""
+
+    def __init__(self, in_channels: int, hidden_channels: list[int], kernel_size: int = 3) -> None:
+        super().__init__()
+        if not hidden_channels or len(set(hidden_channels)) != 1:
+            raise ValueError(f"PredRNN needs equal hidden channels in every layer (its M memory flows through all), "
+                             f"got {hidden_channels}")
+        ins = [in_channels, *hidden_channels[:-1]]
+        self.cells = nn.ModuleList(SpatioTemporalLSTMCell(i, h, kernel_size) for i, h in zip(ins, hidden_channels))
+        self.out_channels = hidden_channels[-1]
+        self.decoupling_terms: list[Tensor] = []
+        self.collect_decoupling = False  # set by the forecaster when the loss is weighted in
+
+    def step(self, x: Tensor, states=None) -> tuple[Tensor, tuple[list[CellState], Tensor]]:
+        if states is None:
+            zeros = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
+            states = ([(zeros, zeros)] * len(self.cells), zeros)
+        layers, m = states
+        new_layers = []
+        for cell, (h, c) in zip(self.cells, layers):
+            x, c, m, delta_c, delta_m = cell(x, h, c, m)
+            new_layers.append((x, c))
+            if self.training and self.collect_decoupling:
+                self.decoupling_terms.append(F.cosine_similarity(delta_c.flatten(2), delta_m.flatten(2), dim=2).abs().mean())
+        return x, (new_layers, m)
+
+    forward = ConvLSTM.forward  # the same loop over time around `step`
+
+    def take_decoupling_loss(self) -> Tensor | None:
+        terms, self.decoupling_terms = self.decoupling_terms, []
+        return torch.stack(terms).mean() if terms else None
+
+
 class Forecast(NamedTuple):
     future: Tensor   # (B, T_out, C, H, W) predicted future frames in [0, 1]
     context: Tensor  # (B, T_in - 1, C, H, W) next-frame predictions made while reading the observed frames
+    aux_loss: Tensor | float = 0.0  # an extra training loss of the recurrent core (PredRNN-V2's decoupling), weighted
 
 
 class ConvLSTMForecaster(nn.Module):
@@ -97,6 +173,9 @@ class ConvLSTMForecaster(nn.Module):
         encoder_kernel_size: kernel of the embedding convolution (and of the output convolution).
         advection_kernel: size k of the kernels that move the last frame's pixels (0: draw pixels only).
         num_advection_kernels: kernels (moved copies of the last frame) per sequence.
+        cell: convlstm (Shi et al. 2015) or predrnn (spatiotemporal LSTM with the zigzag memory, Wang et al. 2017;
+            equal hidden channels in every layer).
+        decoupling_weight: PredRNN-V2's decoupling loss weight (predrnn only; 0 = PredRNN without it).
     """
 
     def __init__(
@@ -109,8 +188,12 @@ class ConvLSTMForecaster(nn.Module):
         encoder_kernel_size: int = 3,
         advection_kernel: int = 9,
         num_advection_kernels: int = 4,
+        cell: Literal["convlstm", "predrnn"] = "convlstm",
+        decoupling_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if decoupling_weight and cell != "predrnn":
+            raise ValueError("decoupling_weight is PredRNN-V2's loss between its two memories: it needs cell: predrnn")
         if advection_kernel and advection_kernel % 2 == 0:
             raise ValueError(f"advection_kernel must be odd (or 0 to turn advection off), got {advection_kernel}")
         self.frame_channels, self.patch_size = frame_channels, patch_size
@@ -122,7 +205,10 @@ class ConvLSTMForecaster(nn.Module):
             nn.Conv2d(folded, embed_channels, encoder_kernel_size, padding=pad),
             nn.LeakyReLU(0.2, inplace=True),
         )
-        self.rnn = ConvLSTM(embed_channels, hidden_channels, kernel_size)
+        self.rnn = (PredRNN if cell == "predrnn" else ConvLSTM)(embed_channels, hidden_channels, kernel_size)
+        self.decoupling_weight = decoupling_weight
+        if isinstance(self.rnn, PredRNN):
+            self.rnn.collect_decoupling = decoupling_weight > 0
         hidden = self.rnn.out_channels
         # Per grid cell: C p^2 pixel logits, and with advection (n + 1) p^2 mask logits (n moved frames + drawn).
         self.split = [folded] + ([(self.n + 1) * patch_size**2] if self.n else [])
@@ -193,4 +279,6 @@ class ConvLSTMForecaster(nn.Module):
             h, states = self.rnn.step(x, states)
             predictions.append(self.decode(h, frame))  # prediction of frame t + 1
         out = torch.stack(predictions, dim=1)  # (B, T_in - 1 + future_len, C, H, W)
-        return Forecast(future=out[:, T_in - 1 :], context=out[:, : T_in - 1])
+        decoupling = self.rnn.take_decoupling_loss() if isinstance(self.rnn, PredRNN) else None
+        aux = self.decoupling_weight * decoupling if decoupling is not None and self.decoupling_weight else 0.0
+        return Forecast(future=out[:, T_in - 1 :], context=out[:, : T_in - 1], aux_loss=aux)

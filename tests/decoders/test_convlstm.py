@@ -94,3 +94,56 @@ def test_rollout_reads_no_ground_truth_but_teacher_forcing_does():
     torch.testing.assert_close(forced[:, 0], rollout[:, 0])  # the first future frame follows the observed ones only
     assert not torch.allclose(forced[:, 1:], rollout[:, 1:])  # teacher forcing does read it ...
     assert not torch.allclose(forced[:, 1:], forced_other[:, 1:])  # ... so this test could see a leak
+
+
+def test_predrnn_memory_zigzags_up_the_stack_and_to_the_next_step():
+    from decoders.convlstm import PredRNN
+
+    torch.manual_seed(0)
+    rnn = PredRNN(3, [6, 6]).eval()
+    x = torch.randn(2, 4, 3, 5, 5)
+    out, (layers, m) = rnn(x)
+    assert out.shape == (2, 4, 6, 5, 5) and m.shape == (2, 6, 5, 5) and len(layers) == 2
+    with torch.no_grad():  # the bottom layer's next step reads the top layer's M: change M, the next output changes
+        top, states = rnn.step(x[:, 0])
+        again, _ = rnn.step(x[:, 1], states)
+        other, _ = rnn.step(x[:, 1], (states[0], states[1] + 1.0))
+    assert not torch.allclose(again, other)
+    with pytest.raises(ValueError, match="equal hidden channels"):
+        PredRNN(3, [6, 8])
+
+
+@pytest.mark.parametrize("cell,weight", [("predrnn", 0.0), ("predrnn", 0.1)])
+def test_predrnn_forecaster_reads_no_future_and_learns(cell, weight):
+    torch.manual_seed(0)
+    model = ConvLSTMForecaster(1, patch_size=4, embed_channels=8, hidden_channels=[8, 8], cell=cell,
+                               decoupling_weight=weight)
+    observed, truth = torch.rand(2, 4, 1, 16, 16), torch.rand(2, 3, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        rollout = model(observed, 3).future
+        own = model(observed, 3, targets=truth, sampling_prob=1.0).future
+        forced = model(observed, 3, targets=truth, sampling_prob=0.0).future
+    torch.testing.assert_close(own, rollout)
+    assert not torch.allclose(forced[:, 1:], rollout[:, 1:])
+    model.train()
+    out = model(observed, 3, targets=truth, sampling_prob=0.0)
+    if weight:  # PredRNN-V2: |cos| of the two memories' increments, weighted, in [0, weight]
+        assert isinstance(out.aux_loss, torch.Tensor) and 0 < out.aux_loss.item() <= weight
+    else:
+        assert out.aux_loss == 0.0
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):  # overfit one batch
+        out = model(observed, 3, targets=truth, sampling_prob=0.0)
+        loss = nn.functional.mse_loss(out.future, truth) + out.aux_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_decoupling_loss_needs_predrnn():
+    with pytest.raises(ValueError, match="needs cell: predrnn"):
+        ConvLSTMForecaster(1, decoupling_weight=0.1)
