@@ -1,5 +1,6 @@
 """Decoders: plain `nn.Module`s that read `Encoded` steps and return hidden states or token logits."""
 from decoders.attention import AdditiveAttention
+from decoders.charlm import CharRNN
 from decoders.caption import CaptionDecoder, CaptionState, DecoderOutput, ShowAttendTellDecoder, TokenDecoder
 from decoders.classifier import PooledClassifier, RNNClassifier
 from decoders.ctc import BiRNN, CTCDecoder, beam_decode, greedy_decode, prefix_beam_search
@@ -12,6 +13,7 @@ __all__ = [
     "CTCDecoder",
     "CaptionDecoder",
     "CaptionState",
+    "CharRNN",
     "DecoderOutput",
     "Generated",
     "PooledClassifier",

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from pytorch_lightning import LightningDataModule
 
 from apps.charlm import BitsPerCharacter, CharLMTask
 from apps.cli import RNNSuiteCLI
 from apps.core import SequenceTask
-from pytorch_lightning import LightningDataModule
 from datamodules.charlm import UNK, CharLMDataModule, TextBatch
 from decoders.charlm import CharRNN
 from tests.conftest import CONFIGS, TINY_DATA, TINY_TRAINER, overfit, run_cli

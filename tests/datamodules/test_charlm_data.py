@@ -109,3 +109,19 @@ def test_too_short_a_text_for_the_streams_is_an_error(tmp_path):
     dm = CharLMDataModule(train_file=write_text(tmp_path / "t.txt", "abc"), batch_size=4)
     with pytest.raises(ValueError, match="too few for 4 streams; lower --data.batch_size"):
         dm.train_dataloader()
+
+
+def test_under_ddp_each_process_takes_its_own_rows_of_every_window(tmp_path):
+    from types import SimpleNamespace
+
+    path = write_text(tmp_path / "t.txt", random_text(400))
+    whole = list(CharLMDataModule(train_file=path, batch_size=4, bptt=10).train_dataloader())
+    shares = []
+    for rank in (0, 1):
+        dm = CharLMDataModule(train_file=path, batch_size=4, bptt=10)
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        shares.append(list(dm.train_dataloader()))
+    assert len(shares[0]) == len(shares[1]) == len(whole)  # every process steps through the same windows
+    for n, batch in enumerate(whole):
+        assert batch.inputs[0::2].tolist() == shares[0][n].inputs.tolist()  # rank 0: streams 0 and 2
+        assert batch.inputs[1::2].tolist() == shares[1][n].inputs.tolist()  # rank 1: streams 1 and 3
