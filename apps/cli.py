@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from apps.core import SequenceTask
 from apps.tasks import data_links
+from datamodules.bad_samples import BadSampleError
 
 class RNNSuiteCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -191,14 +192,19 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r"Attribute '.*' is an instance of `nn.Module`")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     os.environ.setdefault("WANDB_SILENT", "true")
-    RNNSuiteCLI(
-        SequenceTask,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    try:
+        RNNSuiteCLI(
+            SequenceTask,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except BadSampleError as err:  # a bad input file: its one-line message (file, line, fix), not a traceback
+        if args is not None:
+            raise  # called in-process (tests): the exception itself
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

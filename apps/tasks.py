@@ -108,3 +108,11 @@ register(TaskSpec(
     media={"val/strip_0": "images/separated", "val/animation_0": "video-file"},
     shipped_check=("--data.num_test_sequences", "64"), shipped_bound=0.85,
 ))
+register(TaskSpec(
+    name="charlm", task="apps.charlm.CharLMTask", metric="test/bpc", higher_is_better=False,
+    tiny=("--data.train_chars", "20000", "--data.val_chars", "2000", "--data.test_chars", "2000",
+          "--data.batch_size", "4", "--data.bptt", "16", "--model.decoder.hidden_dim", "32",
+          "--model.sample_length", "20", "--trainer.val_check_interval", "null"),
+    test_size_arg="--data.test_chars",
+    media={"val/samples": "table-file"},
+))

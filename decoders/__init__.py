@@ -1,6 +1,7 @@
 """Decoders: plain `nn.Module`s that read `Encoded` steps and return hidden states or token logits."""
 from decoders.attention import AdditiveAttention
 from decoders.caption import CaptionDecoder, CaptionState, DecoderOutput, ShowAttendTellDecoder, TokenDecoder
+from decoders.charlm import CharRNN
 from decoders.classifier import PooledClassifier, RNNClassifier
 from decoders.ctc import BiRNN, CTCDecoder, beam_decode, greedy_decode, prefix_beam_search
 from decoders.rnn import RNNSequenceDecoder, SequencePooling, make_rnn, run_rnn
@@ -12,6 +13,7 @@ __all__ = [
     "CTCDecoder",
     "CaptionDecoder",
     "CaptionState",
+    "CharRNN",
     "DecoderOutput",
     "Generated",
     "PooledClassifier",
