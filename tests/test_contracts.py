@@ -53,6 +53,7 @@ NOT_ENCODED = {
     "AdditiveAttention": "a building block of the attending decoders, tested through them",
     "SequencePooling": "a building block of the classifiers, tested through them",
     "TokenDecoder": "the abstract base of the caption decoders",
+    "CharRNN": "reads character ids of its own embedding (the charlm task), not an encoder's output",
 }
 
 

@@ -48,7 +48,8 @@ def test_reloaded_checkpoint_predicts_what_the_trained_model_did(name, tmp_path)
     assert reloaded is not trained
     for arg in spec.task_class().data_links.values():  # what predict needs without the training data
         assert_same(reloaded.hparams[arg], trained.hparams[arg], arg)
-    batch = next(iter(data.val_dataloader()))
+    # what predict reads: a prompt for a generator (charlm), else a validation batch stands in for a predict folder
+    batch = next(iter(data.predict_dataloader() if hasattr(data, "prompt") else data.val_dataloader()))
     predictions = []
     for model in (trained.eval(), reloaded.eval()):
         torch.manual_seed(0)  # sampling decoders draw the same numbers
