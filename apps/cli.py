@@ -82,7 +82,8 @@ class RNNSuiteCLI(LightningCLI):
         try:
             hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
         except Exception as err:  # torch raises RuntimeError/UnpicklingError/... for text, truncated or foreign files
-            raise ValueError(f"--ckpt_path {ckpt_path} is not a readable PyTorch checkpoint ({type(err).__name__}); "
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise ValueError(f"--ckpt_path {ckpt_path} is not a readable PyTorch checkpoint ({reason}); "
                              "pass a .ckpt written by `rnnsuite fit` or checkpoints/<task>.ckpt") from None
         expected, found = config.model.class_path, hparams.get("_class_path")
         if found and found != expected:
