@@ -153,3 +153,12 @@ def log_confusion_matrix(logger: Logger | None, key: str, matrix: Tensor, class_
     """A (C, C) torchmetrics confusion matrix drawn by `draw_confusion_matrix`."""
     picture = draw_confusion_matrix(matrix.cpu().numpy(), class_names)
     log_image(logger, key, picture, step, caption="rows: true class, columns: predicted class")
+
+
+def log_text_table(logger: Logger | None, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+    """A table of text and numbers (wandb); TensorBoard gets one text entry per row."""
+    if isinstance(logger, WandbLogger):
+        logger.log_table(key=key, columns=columns, data=rows, step=step)
+    elif isinstance(logger, TensorBoardLogger):
+        for i, row in enumerate(rows):
+            logger.experiment.add_text(f"{key}/{i}", " | ".join(f"{c}: {v}" for c, v in zip(columns, row)), step)

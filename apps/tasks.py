@@ -108,3 +108,10 @@ register(TaskSpec(
     media={"val/strip_0": "images/separated", "val/animation_0": "video-file"},
     shipped_check=("--data.num_test_sequences", "64"), shipped_bound=0.85,
 ))
+register(TaskSpec(
+    name="sentiment", task="apps.sentiment.SentimentTask", metric="test/acc", higher_is_better=True,
+    tiny=("--data.num_train_sentences", "64", "--data.num_val_sentences", "16", "--data.num_test_sentences", "16",
+          "--data.batch_size", "8", "--model.encoder.embed_dim", "16", "--model.decoder.hidden_dim", "16"),
+    test_size_arg="--data.num_test_sentences",
+    media={"val/confusion_matrix": "images/separated", "val/misclassified": "table-file"},
+))
