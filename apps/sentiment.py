@@ -44,7 +44,8 @@ class SentimentTask(SequenceTask):
     Args:
         encoder: word encoder; `vocab_size` and `word_features` are filled in from the vocabulary.
         decoder: many-to-one head; `in_dim` and `num_classes` are filled in from the encoder and the data.
-        vocab: token list (from the datamodule; stored in checkpoints so predict needs nothing else).
+        vocab: the vocabulary, one token a line (from the datamodule; stored in checkpoints so predict needs
+            nothing else).
         class_names: labels (from the datamodule; stored in checkpoints).
         lexicon_features: append each word's VADER valence and negation flag (vader_word_features) to its embedding.
         label_smoothing: cross-entropy label smoothing.
@@ -59,7 +60,7 @@ class SentimentTask(SequenceTask):
         self,
         encoder: Callable[[int, Tensor | None], Encoder],
         decoder: Callable[[int, int], nn.Module],
-        vocab: list[str] | None = None,
+        vocab: str | None = None,
         class_names: list[str] | None = None,
         lexicon_features: bool = True,
         label_smoothing: float = 0.0,
@@ -70,7 +71,7 @@ class SentimentTask(SequenceTask):
         self.save_hyperparameters()
         if not vocab or not class_names:
             raise ValueError("SentimentTask needs vocab and class_names: run it through the CLI with a datamodule")
-        self.vocab, self.class_names = Vocabulary(vocab), list(class_names)
+        self.vocab, self.class_names = Vocabulary(vocab.split("\n")), list(class_names)
         self.encoder = encoder(len(self.vocab), vader_word_features(self.vocab.tokens) if lexicon_features else None)
         self.decoder = decoder(self.encoder.out_dim, len(self.class_names))
         self.label_smoothing = label_smoothing

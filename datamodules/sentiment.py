@@ -205,7 +205,8 @@ class SentimentDataModule(SplitDataModule):
         max_tokens: longer sentences are cut to this many tokens.
         batch_size: sentences per batch.
         num_workers: DataLoader worker processes (the sentences live in memory: 0 is fastest).
-        vocab: use this token list instead of building one (set from a checkpoint when evaluating it).
+        vocab: use this vocabulary, one token a line, instead of building one (set from a checkpoint when
+            evaluating it).
         class_names: use these classes instead of the training file's (set from a checkpoint).
         on_bad_sample: error (stop, naming the file and line) or skip (leave out and count) for an empty line,
             bytes that are not UTF-8, a malformed line, or a val/test label that is not a training label.
@@ -225,7 +226,7 @@ class SentimentDataModule(SplitDataModule):
         max_tokens: int = 100,
         batch_size: int = 32,
         num_workers: int = 0,
-        vocab: list[str] | None = None,
+        vocab: str | None = None,
         class_names: list[str] | None = None,
         on_bad_sample: BadSamplePolicy = "error",
     ) -> None:
@@ -262,11 +263,13 @@ class SentimentDataModule(SplitDataModule):
                 self.sentences[split] = self.sentences[split][:limit]
         # Built in __init__ so the CLI can hand `vocab` and `class_names` to the model before any loader exists.
         train_words = (tokenize(s.text) for s in self.sentences.get("train", []))
-        self.vocabulary = Vocabulary(vocab) if vocab else Vocabulary.build(train_words, min_word_freq)
+        self.vocabulary = Vocabulary(vocab.split("\n")) if vocab else Vocabulary.build(train_words, min_word_freq)
 
     @property
-    def vocab(self) -> list[str]:
-        return self.vocabulary.tokens
+    def vocab(self) -> str:
+        """The vocabulary as one string, a token a line: what checkpoints store (jsonargparse checks and copies a
+        list element by element on every parse, which took minutes for a 16,000-word list)."""
+        return "\n".join(self.vocabulary.tokens)
 
     @property
     def data_source(self) -> str:
