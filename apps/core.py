@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from apps.callbacks import CheckpointOnInterrupt
 from apps.media import log_confusion_matrix
@@ -370,7 +370,8 @@ class EncoderTask(SequenceTask):
 
 class ClassifierTask(EncoderTask):
     """Many-to-one: an encoder, a head that turns its `Encoded` sequence into class logits (e.g. RNNClassifier),
-    cross-entropy; accuracy (and top-5 in test) and a confusion matrix; predict writes each sample's top-k labels.
+    cross-entropy; accuracy, macro F1, a confusion matrix (and top-5 accuracy in test when there are more than five
+    classes); predict writes each sample's top-k labels.
     A subclass says how a batch is encoded (`encode`); its batches carry `labels`.
 
     Args:
@@ -378,7 +379,7 @@ class ClassifierTask(EncoderTask):
         decoder: many-to-one head; `in_dim` and `num_classes` are filled in from the encoder and the data.
         class_names: class labels (from the datamodule; stored in checkpoints so predict needs nothing else).
         label_smoothing: cross-entropy label smoothing.
-        top_k: how many labels `rnnsuite predict` writes per sample (also the k of test/acc_top5).
+        top_k: how many labels `rnnsuite predict` writes per sample.
     """
 
     main_metric = "val/acc"
@@ -398,9 +399,10 @@ class ClassifierTask(EncoderTask):
 
     def build_metrics(self, stage: Stage) -> dict[str, Metric]:
         C = len(self.class_names)
-        metrics = {"acc": MulticlassAccuracy(C, average="micro"), "confusion": MulticlassConfusionMatrix(C)}
-        if stage == "test":
-            metrics["acc_top5"] = MulticlassAccuracy(C, top_k=min(5, C), average="micro")
+        metrics = {"acc": MulticlassAccuracy(C, average="micro"), "f1": MulticlassF1Score(C, average="macro"),
+                   "confusion": MulticlassConfusionMatrix(C)}
+        if stage == "test" and C > 5:  # with five classes or fewer, top-5 is always right
+            metrics["acc_top5"] = MulticlassAccuracy(C, top_k=5, average="micro")
         return metrics
 
     def compute_loss(self, batch: Any, stage: Stage) -> tuple[Tensor, Tensor]:

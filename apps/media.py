@@ -167,7 +167,7 @@ def log_confusion_matrix(logger: Logger | None, key: str, matrix: Tensor, class_
 
 
 def log_text_table(logger: Logger | None, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
-    """Rows of text columns only (generated samples)."""
+    """A table of text and numbers (wandb); TensorBoard gets one text entry per row."""
     if isinstance(logger, WandbLogger):
         logger.log_table(key=key, columns=columns, data=rows, step=step)
     elif isinstance(logger, TensorBoardLogger):

@@ -117,3 +117,10 @@ register(TaskSpec(
     shipped_check=("--data.test_chars", "50000"), shipped_bound=2.5,  # the slice: 2.287 bpc
     media={"val/samples": "table-file"},
 ))
+register(TaskSpec(
+    name="sentiment", task="apps.sentiment.SentimentTask", metric="test/acc", higher_is_better=True,
+    tiny=("--data.num_train_sentences", "64", "--data.num_val_sentences", "16", "--data.num_test_sentences", "16",
+          "--data.batch_size", "8", "--model.encoder.embed_dim", "16", "--model.decoder.hidden_dim", "16"),
+    test_size_arg="--data.num_test_sentences",
+    media={"val/confusion_matrix": "images/separated", "val/misclassified": "table-file"},
+))

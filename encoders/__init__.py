@@ -3,6 +3,7 @@ from encoders.base import Encoded, Encoder, get_encoder_class, lengths_to_mask, 
 from encoders.audio import LogMelEncoder
 from encoders.efficientnet import EfficientNetLiteEncoder
 from encoders.image import ResNetEncoder, SmallCNNEncoder
+from encoders.text import WordEmbeddingEncoder
 from encoders.video import FrameEncoder
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "LogMelEncoder",
     "ResNetEncoder",
     "SmallCNNEncoder",
+    "WordEmbeddingEncoder",
     "get_encoder_class",
     "lengths_to_mask",
     "list_encoders",

@@ -30,6 +30,8 @@ ENCODERS = {
                 lambda: (torch.randn(B, 4000), torch.tensor([4000, 2500]))),
     "frames": (lambda: dict(image_encoder=SmallCNNEncoder(in_channels=6, channels=[8, 16], spatial=True), motion="diff", grid=2),
                lambda: (torch.randn(B, 4, 3, 16, 16), torch.tensor([4, 2]))),
+    "word_embedding": (lambda: dict(vocab_size=10, word_features=torch.randn(10, 2), embed_dim=8),
+                       lambda: (torch.tensor([[4, 5, 6, 7], [8, 9, 0, 0]]), torch.tensor([4, 2]))),
 }
 # Encoders with a spatial (grid) output as well: each is also tested that way.
 SPATIAL = {"small_cnn", "resnet", "efficientnet_lite"}

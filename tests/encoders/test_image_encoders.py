@@ -16,7 +16,7 @@ def image_encoders():
 
 
 # Registered encoders that do not read images, and what they read instead (tests/encoders/test_<kind>.py).
-NOT_IMAGE = {"log_mel": "audio", "frames": "video clips"}
+NOT_IMAGE = {"log_mel": "audio", "frames": "video clips", "word_embedding": "word ids"}
 
 
 def test_every_registered_encoder_is_tested_here_or_declared_not_an_image_encoder():
