@@ -133,5 +133,7 @@ def test_misclassified_samples_are_the_wrong_ones():
 
 
 def test_task_needs_vocab_and_classes():
-    with pytest.raises(ValueError, match="vocab and class_names"):
+    with pytest.raises(ValueError, match="needs a vocabulary: run it through the CLI"):
         SentimentTask(encoder=WordEmbeddingEncoder, decoder=RNNClassifier)
+    with pytest.raises(ValueError, match="needs class names: run it through the CLI"):
+        SentimentTask(encoder=WordEmbeddingEncoder, decoder=RNNClassifier, vocab="<pad>\n<bos>\n<eos>\n<unk>\ngood")
