@@ -122,5 +122,6 @@ register(TaskSpec(
     tiny=("--data.num_train_sentences", "64", "--data.num_val_sentences", "16", "--data.num_test_sentences", "16",
           "--data.batch_size", "8", "--model.encoder.embed_dim", "16", "--model.decoder.hidden_dim", "16"),
     test_size_arg="--data.num_test_sentences",
+    shipped_check=("--data.num_test_sentences", "400"), shipped_bound=0.75,
     media={"val/confusion_matrix": "images/separated", "val/misclassified": "table-file"},
 ))

@@ -95,17 +95,29 @@ def clip_starts(num_cached: int, num_frames: int, clips_per_video: int) -> list[
     return [s + np.arange(num_frames) for s in starts]
 
 
+def train_clip(num_cached: int, num_frames: int, clips_per_video: int, rng: np.random.Generator) -> np.ndarray:
+    """Frame indices of a training clip, at the time scale of the evaluation clips (`clip_starts`), so motion
+    moves as fast in training as in evaluation: with one evaluation clip spread over the video, one random
+    frame from each of T equal segments of it (TSN's segment sampling); with several windows of T consecutive
+    frames, one random such window."""
+    if clips_per_video == 1:
+        edges = np.arange(num_frames + 1) * num_cached // num_frames  # T non-empty segments (num_cached >= T)
+        return rng.integers(edges[:-1], edges[1:])  # one frame of each, in order
+    start = rng.integers(0, num_cached - num_frames + 1)
+    return np.arange(start, start + num_frames)
+
+
 class VideoClipDataset(Dataset):
     """Clips of real videos read through the frame cache.
 
-    train: one random window of `num_frames` consecutive (cached) frames per video and epoch.
+    train: one random clip per video and epoch, sampled as `train_clip` says (the time scale of evaluation).
     eval:  `clips_per_video` fixed clips per video (see `clip_starts`).
     """
 
     def __init__(self, videos: list[tuple[VideoRecord, int]], cache: FrameCache, num_frames: int,
                  train: bool, clips_per_video: int = 1, augment: Augment | None = None) -> None:
         self.cache, self.num_frames, self.train, self.augment = cache, num_frames, train, augment
-        self.videos = videos
+        self.videos, self.clips_per_video = videos, clips_per_video
         # (video index, cached frame count, frame indices or None for a random training window)
         self.items = [(v, count, None) for v, (_, count) in enumerate(videos)] if train else [
             (v, count, idx) for v, (_, count) in enumerate(videos) for idx in clip_starts(count, num_frames, clips_per_video)
@@ -125,8 +137,7 @@ class VideoClipDataset(Dataset):
         v, count, idx = self.items[i]
         record = self.videos[v][0]
         if idx is None:
-            start = np.random.randint(0, count - self.num_frames + 1)
-            idx = np.arange(start, start + self.num_frames)
+            idx = train_clip(count, self.num_frames, self.clips_per_video, np.random.default_rng(np.random.randint(2**31)))
         features = None if self.features is None else torch.from_numpy(self.features[v][idx].astype(np.float32))
         frames = None
         if self.with_pixels or features is None:

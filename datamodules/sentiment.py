@@ -12,14 +12,15 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import tarfile
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle, warn_skipped
 from datamodules.base import SplitDataModule, packaged_archive
@@ -198,7 +199,7 @@ class SentimentDataModule(SplitDataModule):
         test_file: your test sentences.
         predict_file: a text file, one sentence a line, for `rnnsuite predict`.
         split_seed: seed of the default data's fixed train/val/test split (80/10/10 by a hash of each sentence).
-        num_train_sentences: use only the first N training sentences (None: all); the same for val and test below.
+        num_train_sentences: use only N training sentences, a fixed random subset (None: all); the same for val and test.
         num_val_sentences: see num_train_sentences.
         num_test_sentences: see num_train_sentences.
         min_word_freq: training words seen fewer times become <unk>.
@@ -259,8 +260,10 @@ class SentimentDataModule(SplitDataModule):
         for split, bad in self.skipped.items():
             warn_skipped(f"{split} sentences", bad)
         for split, limit in self.limits.items():
-            if limit is not None and split in self.sentences:
-                self.sentences[split] = self.sentences[split][:limit]
+            if limit is not None and split in self.sentences and limit < len(self.sentences[split]):
+                # a fixed random subset: files are often sorted by label (the movie reviews are), a prefix is not
+                keep = sorted(random.Random(f"{split_seed}|{split}").sample(range(len(self.sentences[split])), limit))
+                self.sentences[split] = [self.sentences[split][i] for i in keep]
         # Built in __init__ so the CLI can hand `vocab` and `class_names` to the model before any loader exists.
         train_words = (tokenize(s.text) for s in self.sentences.get("train", []))
         self.vocabulary = Vocabulary(vocab.split("\n")) if vocab else Vocabulary.build(train_words, min_word_freq)
@@ -275,7 +278,7 @@ class SentimentDataModule(SplitDataModule):
     def data_source(self) -> str:
         return f"sentences of {self.files['train']}" if self.files["train"] else "rated movie-review sentences"
 
-    def _loader(self, split: str) -> DataLoader:
+    def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
             if self.predict_file is None:
                 raise ValueError("rnnsuite predict needs --data.predict_file FILE (a text file, one sentence a line)")
@@ -284,6 +287,7 @@ class SentimentDataModule(SplitDataModule):
             raise ValueError(f"no {split} sentences: pass --data.{split}_file (JSONL or TSV)")
         else:
             sentences = self.sentences[split]
-        dataset = SentenceDataset(sentences, self.vocabulary, self.class_names, self.max_tokens)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=split == "train", num_workers=self.num_workers,
-                          collate_fn=collate_sentences)
+        return SentenceDataset(sentences, self.vocabulary, self.class_names, self.max_tokens)
+
+    def collate(self, split: str) -> Callable:
+        return collate_sentences

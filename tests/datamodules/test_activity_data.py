@@ -7,7 +7,7 @@ import torch
 
 import datamodules.readers.ucf101 as ucf101
 from datamodules.synthetic import motion_clips
-from datamodules.activity import ActivityDataModule, ClipBatch, collate_clips, ClipSample
+from datamodules.activity import ActivityDataModule, ClipBatch, ClipSample, clip_starts, collate_clips, train_clip
 from datamodules.readers.ucf101 import FrameCache, VideoDecodeError, decode_video, read_split
 
 CLASSES = ["ApplyEyeMakeup", "Basketball", "Biking"]
@@ -140,7 +140,25 @@ def test_second_epoch_decodes_nothing(ucf, tmp_path, monkeypatch):
     assert calls[first:] == [str(root / "Biking/v_Biking_g04_c01.mp4")]
 
 
-def test_train_samples_random_windows_and_eval_is_deterministic(ucf, tmp_path):
+def test_training_clips_have_the_time_scale_of_evaluation_clips():
+    rng = np.random.default_rng(0)
+    for count in (8, 9, 16, 33, 100):
+        spread = clip_starts(count, 8, 1)[0]  # one evaluation clip spread over the video
+        draws = [train_clip(count, 8, 1, rng) for _ in range(50)]
+        for idx in draws:
+            assert len(idx) == 8 and (np.diff(idx) > 0).all() and idx[0] >= 0 and idx[-1] < count
+            edges = np.arange(9) * count // 8  # one frame from each eighth of the video
+            assert ((idx >= edges[:-1]) & (idx < edges[1:])).all()
+        mean_step = np.mean([np.diff(i).mean() for i in draws])
+        assert mean_step == pytest.approx(np.diff(spread).mean(), rel=0.25)  # not consecutive frames
+        if count > 8:
+            assert len({tuple(i) for i in draws}) > 1
+    # several evaluation windows of consecutive frames: training takes one random such window
+    for idx in (train_clip(20, 8, 3, rng) for _ in range(20)):
+        assert (np.diff(idx) == 1).all() and 0 <= idx[0] <= 12
+
+
+def test_train_samples_random_clips_and_eval_is_deterministic(ucf, tmp_path):
     root, splits = ucf
     cache = FrameCache(str(tmp_path / "c"), 16, 64)
     video = str(root / "Basketball/v_Basketball_g01_c01.mp4")
@@ -149,8 +167,8 @@ def test_train_samples_random_windows_and_eval_is_deterministic(ucf, tmp_path):
         dm = datamodule(root, splits, tmp_path)
     train, test = dm.dataset("train"), dm.dataset("test")
     np.random.seed(0)
-    starts = {train[0].frames[0].sum().item() for _ in range(20)}
-    assert len(starts) > 1
+    clips = {tuple(train[0].frames.flatten(1).sum(1).tolist()) for _ in range(20)}
+    assert len(clips) > 1
     assert torch.equal(test[0].frames, test[0].frames)
 
 
