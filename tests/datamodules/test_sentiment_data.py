@@ -40,6 +40,16 @@ def test_split_is_fixed_disjoint_and_80_10_10(movie_reviews):
     assert split_of("a sentence", 0) == split_of("a sentence", 0)
 
 
+def test_size_limits_take_a_fixed_subset_of_both_classes():
+    dm = SentimentDataModule(num_train_sentences=64, num_test_sentences=40)
+    assert len(dm.sentences["train"]) == 64 and len(dm.sentences["test"]) == 40
+    for split in ("train", "test"):  # the file is sorted by label: a prefix would be all positive
+        assert 0.25 < Counter(s.label for s in dm.sentences[split])["positive"] / len(dm.sentences[split]) < 0.75
+    full = {s.text for s in SentimentDataModule().sentences["test"]}
+    again = SentimentDataModule(num_test_sentences=40).sentences["test"]
+    assert [s.id for s in again] == [s.id for s in dm.sentences["test"]] and {s.text for s in again} <= full
+
+
 def test_tokenizer_lowercases_and_splits_words_clitics_and_punctuation():
     assert tokenize("The Rock isn't BAD!") == ["the", "rock", "is", "n't", "bad", "!"]
     assert tokenize("''Conan'' -- film's end, :)") == ["'", "'", "conan", "'", "'", "-", "-", "film", "'s", "end", ",", ":", ")"]
