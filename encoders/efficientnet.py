@@ -75,14 +75,44 @@ class EfficientNetLiteEncoder(Encoder):
         self.net = net
         self.variant, self.pretrained, self.spatial = variant, pretrained, spatial
         self.out_dim = net._bn1.num_features
+        # the last block at stride 16: the one before the first block that downsamples to stride 32
+        strides = [b._block_args.stride for b in net._blocks]
+        down = [i for i, st in enumerate(strides) if (st[0] if isinstance(st, (list, tuple)) else st) > 1]
+        self._stride16_block = down[-1] - 1
+        self._stride16_channels = net._blocks[self._stride16_block]._block_args.output_filters
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         # x_tf = (x * std + mean - tf_mean) / tf_std = x * scale + shift; constants, not state-dict entries
         self.register_buffer("scale", (std / torch.tensor(TF_STD)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", ((mean - torch.tensor(TF_MEAN)) / torch.tensor(TF_STD)).view(1, 3, 1, 1),
                              persistent=False)
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:
+    def _features(self, x: Tensor, tap: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """The last feature map (B, 1280, H/32, W/32) and, with `tap`, the output of block `tap`: the package's
+        `extract_features`, with one intermediate output kept."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"EfficientNetLiteEncoder expects (B, 3, H, W) RGB images, got {tuple(x.shape)}")
-        grid = self.net.extract_features(x * self.scale + self.shift)  # (B, 1280, H/32, W/32)
+        net, kept = self.net, None
+        x = net._swish(net._bn0(net._conv_stem(x * self.scale + self.shift)))
+        rate = net._global_params.drop_connect_rate
+        for i, block in enumerate(net._blocks):
+            x = block(x, drop_connect_rate=rate * i / len(net._blocks) if rate else rate)
+            if i == tap:
+                kept = x
+        return net._swish(net._bn1(net._conv_head(x))), kept
+
+    @property
+    def matching_channels(self) -> int:
+        """Channels of `appearance_and_matching`'s feature map."""
+        return self._stride16_channels
+
+    def appearance_and_matching(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) -> the pooled last features (B, 1280) and the feature map at stride 16, (B, C16, H/16, W/16)
+        (the last block before the final downsampling; 112 channels in Lite0): what FrameEncoder's
+        `motion: correlation` matches between frames. Mid-level features locate things twice as finely as the
+        last 7 x 7 map and still match the same object across frames."""
+        last, mid = self._features(x, self._stride16_block)
+        return last.mean(dim=(2, 3)), mid
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:
+        grid, _ = self._features(x)  # (B, 1280, H/32, W/32)
         return Encoded(_grid_to_steps(grid, self.spatial), None)

@@ -100,3 +100,78 @@ def test_motion_diff_stacks_each_frame_with_its_difference_to_the_previous():
 def test_motion_diff_needs_all_frames():
     with pytest.raises(ValueError, match="frames=all"):
         FrameEncoder(SmallCNNEncoder(in_channels=6, channels=[8]), frames="one", motion="diff")
+
+
+# --- motion: correlation -------------------------------------------------------------------------------------
+
+def test_correlation_motion_is_every_displacement_matched_softmaxed_and_pooled():
+    enc = FrameEncoder(small(spatial=True), motion="correlation", correlation_radius=2, correlation_regions=2,
+                       correlation_temperature=0.2).eval()
+    x = torch.randn(2, 3, 3, 32, 32)
+    with torch.no_grad():
+        rows = enc.encode_frames(x.flatten(0, 1)).view(2, 3, -1)
+        out = enc(x).seq
+    C, side = 16, 8  # SmallCNN [8, 16] at 32 px: 16 channels, 8 x 8 map
+    assert out.shape == (2, 3, enc.out_dim) and enc.out_dim == C + (25 + 2) * 4
+    maps = rows[..., C:].view(2, 3, C, side, side)
+    torch.testing.assert_close(maps.norm(dim=2), torch.ones(2, 3, side, side))  # stored L2-normalised
+    torch.testing.assert_close(out[..., :C], rows[..., :C])  # appearance: the pooled features
+    assert torch.all(out[:, 0, C:] == 0)  # no motion before the first frame
+    pad = torch.nn.functional.pad
+    for b in range(2):
+        for t in (1, 2):
+            prev = pad(maps[b, t - 1], (2, 2, 2, 2))
+            corr = torch.stack([(maps[b, t] * prev[:, 2 + dy:2 + dy + side, 2 + dx:2 + dx + side]).sum(0)
+                                for dy in range(-2, 3) for dx in range(-2, 3)])  # (25, h, w)
+            probs = (corr / 0.2).softmax(0)
+            flow = torch.stack([(probs * enc.displacements[i].view(25, 1, 1)).sum(0) for i in (0, 1)])
+            pool = torch.nn.functional.adaptive_avg_pool2d
+            expected = torch.cat([pool(probs, 2).flatten() * 25, pool(flow, 2).flatten()])
+            torch.testing.assert_close(out[b, t, C:], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_correlation_tells_the_direction_of_a_pan_on_a_real_photograph():
+    data = pytest.importorskip("skimage.data")
+    from encoders import EfficientNetLiteEncoder
+
+    enc = FrameEncoder(EfficientNetLiteEncoder(pretrained=True), motion="correlation").eval()
+    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float()[None] / 255  # (1, 3, 512, 512)
+    photo = torch.nn.functional.interpolate(photo, size=320, mode="bilinear", antialias=True)[0]
+    photo = (photo - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+    def clip(dx: int, dy: int):  # a 224 px camera window moving (dx, dy) pixels a frame over the photograph
+        return torch.stack([photo[:, 48 + dy * t:272 + dy * t, 48 + dx * t:272 + dx * t] for t in range(-2, 3)])[None]
+
+    K = 49 * 9
+    with torch.no_grad():
+        flows = {name: enc(clip(*move)).seq[0, 1:, 1280 + K:].view(4, 2, 9).mean((0, 2))
+                 for name, move in {"right": (16, 0), "left": (-16, 0), "down": (0, 16), "up": (0, -16)}.items()}
+    # the camera moves right: what frame t shows at x, frame t-1 showed one stride-16 cell to the right (+x)
+    assert flows["right"][0] > 0.4 and flows["left"][0] < -0.4, flows
+    assert flows["down"][1] > 0.4 and flows["up"][1] < -0.4, flows
+    assert all(abs(float(flows[n][1])) < 0.3 for n in ("right", "left")), flows  # no vertical motion in a pan
+
+
+def test_correlation_works_from_cached_rows_and_trains_the_image_encoder():
+    enc = FrameEncoder(small(spatial=True), motion="correlation", correlation_radius=1, correlation_regions=2)
+    enc.check_cacheable()  # the matching runs after the cache
+    x, lengths = torch.randn(2, 4, 3, 16, 16), torch.tensor([4, 2])
+    enc.eval()
+    with torch.no_grad():
+        rows = torch.zeros(2, 4, enc.encode_frames(x[0]).shape[-1])
+        rows[0], rows[1, :2] = enc.encode_frames(x[0]), enc.encode_frames(x[1, :2])
+        torch.testing.assert_close(enc.from_frame_features(rows, lengths).seq, enc(x, lengths).seq)
+    enc.train()
+    enc(x, lengths).seq[..., 16:].sum().backward()  # the motion stream alone
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+
+
+def test_correlation_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="spatial: true"):
+        FrameEncoder(small(spatial=False), motion="correlation")
+    with pytest.raises(ValueError, match="grid=1"):
+        FrameEncoder(small(spatial=True), grid=2, motion="correlation")
+    with pytest.raises(ValueError, match="previous frame"):
+        FrameEncoder(small(spatial=True), frames="one", motion="correlation")
+    one = FrameEncoder(small(spatial=True), motion="correlation")(torch.randn(2, 1, 3, 16, 16)).seq
+    assert one.shape == (2, 1, 16 + 51 * 9) and torch.all(one[..., 16:] == 0)
