@@ -171,7 +171,7 @@ class FramePredictionTask(SequenceTask):
         if stage == "val":  # one line per validation: readable with the progress bar off
             names = ("mse", "mse_blank", "mse_copy_last", "ssim")
             print(f"step {self.global_step}: " + ", ".join(f"val/{n} {float(values[n]):.4g}" for n in names), flush=True)
-        folder = self.media_folder()
+        folder = self.media_folder() if samples else None  # test draws nothing: no empty media/ folder
         for i, (obs, true, pred) in enumerate(samples):
             log_image(self.logger, f"val/strip_{i}", strip(obs, true, pred), self.global_step, "input | truth | prediction")
             gif = os.path.join(folder, f"val_step{self.global_step:06d}_{i}.gif")
