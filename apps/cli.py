@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from apps.core import SequenceTask
 from apps.tasks import data_links
-from datamodules.bad_samples import BadSampleError
+from datamodules.bad_samples import BadInputError, InputError, MissingInputError
 
 class RNNSuiteCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -78,16 +78,16 @@ class RNNSuiteCLI(LightningCLI):
     def _adopt_checkpoint(config, ckpt_path: str, subcommand: str) -> None:
         """Refuse a checkpoint of another task; when evaluating, let the data adopt its vocabulary/labels."""
         if not os.path.isfile(ckpt_path):
-            raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
+            raise MissingInputError(f"--ckpt_path {ckpt_path} does not exist")
         try:
             hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
         except Exception as err:  # torch raises RuntimeError/UnpicklingError/... for text, truncated or foreign files
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise ValueError(f"--ckpt_path {ckpt_path} is not a readable PyTorch checkpoint ({reason}); "
-                             "pass a .ckpt written by `rnnsuite fit` or checkpoints/<task>.ckpt") from None
+            raise BadInputError(f"--ckpt_path {ckpt_path} is not a readable PyTorch checkpoint ({reason}); "
+                                "pass a .ckpt written by `rnnsuite fit` or checkpoints/<task>.ckpt") from None
         expected, found = config.model.class_path, hparams.get("_class_path")
         if found and found != expected:
-            raise ValueError(
+            raise BadInputError(
                 f"{ckpt_path} is a {found} checkpoint, but the config builds {expected}; "
                 "use the config of the task the checkpoint was trained for"
             )
@@ -128,6 +128,9 @@ class RNNSuiteCLI(LightningCLI):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         what = self.model.write_predictions(outputs, path)
         print(f"predictions: {what}")
+        skipped = getattr(self.datamodule, "skipped", {}).get("predict", [])
+        if skipped:  # --data.on_bad_sample skip: what was not predicted, by name
+            print(f"skipped {len(skipped)} bad input{'s' if len(skipped) > 1 else ''} (not predicted): " + "; ".join(skipped))
 
     def after_fit(self) -> None:
         if not self.trainer.is_global_zero:
@@ -202,10 +205,24 @@ def main(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except BadSampleError as err:  # a bad input file: its one-line message (file, line, fix), not a traceback
-        if args is not None:
-            raise  # called in-process (tests): the exception itself
-        sys.exit(f"error: {err}")
+    except Exception as err:
+        problem = input_error(err)
+        if problem is None or args is not None:
+            raise  # a bug: the whole traceback; called in-process (tests): the exception itself
+        sys.exit(f"error: {problem}")  # bad input (a file, folder or option): its message (what, where, fix) alone
+
+
+def input_error(err: BaseException) -> InputError | None:
+    """The `InputError` a datamodule or this CLI raised on purpose for bad input, when `err` is one or wraps one
+    (jsonargparse re-raises a datamodule's error from __init__ as "Does not validate against any of the Union
+    subtypes", chained with `from`); None for anything else, which is a bug to show in full."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, InputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__
+    return None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from apps.core import SequenceTask, Stage
 from apps.media import log_animation, log_image, save_gif, to_uint8
+from datamodules.bad_samples import BadInputError
 from datamodules.frames import FrameBatch
 from decoders.convlstm import ConvLSTMForecaster
 from decoders.schedules import SamplingSchedule, sampling_probability
@@ -61,23 +62,28 @@ class FrameErrors(Metric):
         return values | {"mse_vs_blank": values["mse"] / values["mse_blank"].clamp(min=1e-8)}
 
 
-def strip(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, gap: int = 2) -> np.ndarray:
-    """(T_in, H, W, 3), (T_out, H, W, 3) x 2 -> one picture: input | truth | prediction, one row each."""
-    T, H, W = max(len(inputs), len(truth)), inputs.shape[1], inputs.shape[2]
-    canvas = np.full((3 * H + 2 * gap, T * (W + gap) - gap, 3), 128, np.uint8)
-    for row, frames in enumerate((inputs, truth, pred)):
+def strip(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, gap: int = 2) -> np.ndarray:
+    """(T_in, H, W, 3), (T_out, H, W, 3) x 2 -> one picture: input | truth | prediction, one row each (input |
+    prediction when the truth is unknown)."""
+    rows = (inputs, pred) if truth is None else (inputs, truth, pred)
+    T, H, W = max(map(len, rows)), inputs.shape[1], inputs.shape[2]
+    canvas = np.full((len(rows) * H + (len(rows) - 1) * gap, T * (W + gap) - gap, 3), 128, np.uint8)
+    for row, frames in enumerate(rows):
         for t, frame in enumerate(frames):
             canvas[row * (H + gap) : row * (H + gap) + H, t * (W + gap) : t * (W + gap) + W] = frame
     return canvas
 
 
-def animation(inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 2) -> list[np.ndarray]:
-    """GIF frames: truth on the left, the model on the right (inputs, then its predictions framed in red)."""
+def animation(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, scale: int = 2) -> list[np.ndarray]:
+    """GIF frames: truth on the left, the model on the right (inputs, then its predictions framed in red); the
+    model alone when the truth is unknown."""
     framed, edge = pred.copy(), np.ones(pred.shape[1:3], bool)  # (T_out, H, W, 3), (H, W)
     edge[2:-2, 2:-2] = False
     framed[:, edge] = (255, 0, 0)
-    left, right = np.concatenate([inputs, truth]), np.concatenate([inputs, framed])  # (T, H, W, 3) each
-    both = np.concatenate([left, np.full((*left.shape[:2], 2, 3), 128, np.uint8), right], axis=2)
+    both = right = np.concatenate([inputs, framed])  # (T, H, W, 3)
+    if truth is not None:
+        left = np.concatenate([inputs, truth])
+        both = np.concatenate([left, np.full((*left.shape[:2], 2, 3), 128, np.uint8), right], axis=2)
     return list(both.repeat(scale, axis=1).repeat(scale, axis=2))
 
 
@@ -165,37 +171,78 @@ class FramePredictionTask(SequenceTask):
         if stage == "val":  # one line per validation: readable with the progress bar off
             names = ("mse", "mse_blank", "mse_copy_last", "ssim")
             print(f"step {self.global_step}: " + ", ".join(f"val/{n} {float(values[n]):.4g}" for n in names), flush=True)
-        folder = self.media_folder()
+        folder = self.media_folder() if samples else None  # test draws nothing: no empty media/ folder
         for i, (obs, true, pred) in enumerate(samples):
             log_image(self.logger, f"val/strip_{i}", strip(obs, true, pred), self.global_step, "input | truth | prediction")
             gif = os.path.join(folder, f"val_step{self.global_step:06d}_{i}.gif")
             save_gif(animation(obs, true, pred), gif)
             log_animation(self.logger, f"val/animation_{i}", gif, self.global_step)
 
-    def predict_step(self, batch: FrameBatch, batch_idx: int) -> dict[str, Any]:
-        observed, future = self.split(batch.frames)
-        pred = self(observed)
-        keep = max(0, self.num_logged_samples * 4 - batch_idx * len(pred))  # sequences drawn as strips and GIFs
-        return {"ids": batch.ids, "prediction": (pred.clamp(0, 1) * 255).round().byte().cpu(),
-                "scores": {name: v.cpu() for name, v in frame_errors(pred, future, observed[:, -1]).items()},
-                "media": list(zip(to_uint8(observed[:keep]), to_uint8(future[:keep]), to_uint8(pred[:keep])))}
+    def on_predict_start(self) -> None:
+        """Frames this model cannot read are refused before any forecast, naming the file."""
+        data = self.trainer.datamodule
+        path = data.source("predict") if hasattr(data, "source") else None
+        if path is None:
+            return
+        H, W = data.dataset("predict")[0][0].shape[-2:]
+        p = self.decoder.patch_size
+        if H % p or W % p:
+            raise BadInputError(f"{path}: frames of {H}x{W} pixels, but this model folds frames into {p}x{p} patches; "
+                                f"crop or pad them to multiples of {p}")
 
-    @staticmethod
-    def write_predictions(outputs: list[dict[str, Any]], path: str) -> str:
-        """A folder (`path` without .json): predictions.npy uint8 (N, T_out, H, W[, C]), strips/GIFs, metrics.json."""
-        folder = path[: -len(".json")] if path.endswith(".json") else path
+    def predict_step(self, batch: FrameBatch, batch_idx: int) -> dict[str, Any]:
+        """A forecast of `output_frames` from the first `input_frames` of each sequence; scored when the sequences
+        also hold the `output_frames` after those (a test file), not when they hold only the observed frames."""
+        given = batch.frames.shape[1]
+        observed = batch.frames[:, : self.input_frames]
+        pred = self(observed)
+        future = batch.frames[:, self.input_frames : self.input_frames + self.output_frames]
+        future = future if future.shape[1] == self.output_frames else None
+        keep = max(0, self.num_logged_samples * 4 - batch_idx * len(pred))  # sequences drawn as strips and GIFs
+        truths = to_uint8(future[:keep]) if future is not None else [None] * len(pred[:keep])
+        return {"ids": batch.ids, "given_frames": given, "prediction": (pred.clamp(0, 1) * 255).round().byte().cpu(),
+                "scores": None if future is None else
+                {name: v.cpu() for name, v in frame_errors(pred, future, observed[:, -1]).items()},
+                "media": list(zip(to_uint8(observed[:keep]), truths, to_uint8(pred[:keep])))}
+
+    def write_predictions(self, outputs: list[dict[str, Any]], path: str) -> str:
+        """`path` X.json: a summary X.json, and beside it a folder X/ with predictions.npy (uint8 (N, T_out, H, W[, C]),
+        rows in the summary's `ids` order) and strips/GIFs; `path` without .json is that folder, summary inside."""
+        if path.endswith(".json"):
+            summary_path, folder = path, path[: -len(".json")]
+        else:
+            folder, summary_path = path, os.path.join(path, "predictions.json")
         os.makedirs(folder, exist_ok=True)
         pred = torch.cat([o["prediction"] for o in outputs])  # (N, T, C, H, W)
-        np.save(os.path.join(folder, "predictions.npy"), (pred[:, :, 0] if pred.shape[2] == 1 else pred.movedim(2, -1)).numpy())
-        scores = {name: torch.cat([o["scores"][name] for o in outputs]) for name in _PER_FRAME}
+        array_path = os.path.join(folder, "predictions.npy")
+        array = (pred[:, :, 0] if pred.shape[2] == 1 else pred.movedim(2, -1)).numpy()  # (N, T, H, W[, C])
+        np.save(array_path, array)
         ids, media = [sid for o in outputs for sid in o["ids"]], [m for o in outputs for m in o["media"]]
-        summary = {f"test/{name}": float(v.mean()) for name, v in scores.items()}
-        summary |= {"test/mse_vs_blank": summary["test/mse"] / max(summary["test/mse_blank"], 1e-8), "num_sequences": len(ids),
-                    "per_sequence": {sid: {n: round(float(scores[n][i]), 4) for n in _PER_FRAME} for i, sid in enumerate(ids)}}
-        with open(os.path.join(folder, "metrics.json"), "w") as f:
+        given = outputs[0]["given_frames"]
+        source = self.trainer.datamodule.source("predict") if self._trainer is not None else None
+        context = (f"the first {self.input_frames} of {given} frames of each sequence" if given > self.input_frames
+                   else f"all {given} frames of each sequence")
+        summary: dict[str, Any] = {
+            "source": source, "num_sequences": len(ids), "context": context, "input_frames": self.input_frames,
+            "output_frames": self.output_frames, "predictions": array_path, "prediction_shape": list(array.shape),
+            "ids": ids,
+        }
+        scored = ""
+        if outputs[0]["scores"] is not None:
+            scores = {name: torch.cat([o["scores"][name] for o in outputs]) for name in _PER_FRAME}
+            summary |= {f"test/{name}": float(v.mean()) for name, v in scores.items()}
+            summary |= {"test/mse_vs_blank": summary["test/mse"] / max(summary["test/mse_blank"], 1e-8),
+                        "per_sequence": {sid: {n: round(float(scores[n][i]), 4) for n in _PER_FRAME} for i, sid in enumerate(ids)}}
+            scored = (f"; scored against the next {self.output_frames} frames: mse {summary['test/mse']:.2f} "
+                      f"(blank {summary['test/mse_blank']:.2f}, copy-last {summary['test/mse_copy_last']:.2f})")
+        elif given > self.input_frames:
+            scored = (f"; not scored: the {given - self.input_frames} frames after them are fewer than the "
+                      f"{self.output_frames} forecast")
+        with open(summary_path, "w") as f:
             json.dump(summary, f, indent=1)
         for i, (obs, true, p) in enumerate(media):
             Image.fromarray(strip(obs, true, p)).save(os.path.join(folder, f"strip_{i:03d}.png"))
             save_gif(animation(obs, true, p), os.path.join(folder, f"sequence_{i:03d}.gif"))
-        return (f"{len(ids)} forecasts written to {folder}/ (predictions.npy, metrics.json: mse {summary['test/mse']:.2f}, "
-                f"blank {summary['test/mse_blank']:.2f}; {len(media)} strips/GIFs)")
+        return (f"{len(ids)} forecasts of {self.output_frames} frames from {context}{f' of {source}' if source else ''}"
+                f"{scored}\n  written to {summary_path} (summary), {array_path} (uint8 {tuple(summary['prediction_shape'])}) "
+                f"and {len(media)} strips/GIFs in {folder}/")

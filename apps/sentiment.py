@@ -112,4 +112,4 @@ class SentimentTask(ClassifierTask):
                 json.dump(records, f, indent=1, ensure_ascii=False)
             else:
                 f.writelines(f"{r['label']}\t{r['prob']:.6f}\t{r['text']}\n" for r in records)
-        return f"{len(records)} sentences"
+        return f"{len(records)} sentences written to {path}"

@@ -11,11 +11,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from datamodules.augment import train_augmentation
-from datamodules.bad_samples import BadSamplePolicy, warn_skipped
+from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, warn_skipped
 from datamodules.feature_cache import FeatureTable, array_key, load_or_build
-from datamodules.base import MEAN, STD, SplitDataModule, cache_root, list_folder
+from datamodules.base import MEAN, STD, SplitDataModule, cache_root, list_folder, read_predict_files
 from datamodules.synthetic import motion_clips
-from datamodules.readers.ucf101 import VIDEO_EXTENSIONS, FrameCache, VideoRecord, index_videos, read_split, split_off_validation
+from datamodules.readers.ucf101 import (
+    VIDEO_EXTENSIONS, FrameCache, VideoDecodeError, VideoRecord, index_videos, read_split, split_off_validation,
+)
 
 # ImageNet statistics: what torchvision's pretrained ResNets expect; harmless for the small CNN.
 
@@ -225,9 +227,9 @@ class ActivityDataModule(SplitDataModule):
         super().__init__(on_bad_sample)
         self.augment = train_augmentation(image_size, crop_scale, color_jitter, horizontal_flip) if augment else None
         if num_frames < 1 or clips_per_video < 1:
-            raise ValueError("num_frames and clips_per_video must be >= 1")
+            raise BadInputError("num_frames and clips_per_video must be >= 1")
         if max_cached_frames < num_frames:
-            raise ValueError(f"max_cached_frames ({max_cached_frames}) must be >= num_frames ({num_frames})")
+            raise BadInputError(f"max_cached_frames ({max_cached_frames}) must be >= num_frames ({num_frames})")
         self.video_root, self.split_dir, self.split, self.predict_dir = video_root, split_dir, split, predict_dir
         self.num_frames, self.image_size, self.batch_size, self.num_workers = num_frames, image_size, batch_size, num_workers
         self.clips_per_video, self.val_fraction = clips_per_video, val_fraction
@@ -247,7 +249,7 @@ class ActivityDataModule(SplitDataModule):
         else:
             found = list(motion_clips.CLASS_NAMES)
         if class_names and video_root is not None and list(class_names) != found:
-            raise ValueError(
+            raise BadInputError(
                 f"the checkpoint's {len(class_names)} classes differ from the {len(found)} classes of {split_dir or video_root}"
                 f" (first differences: {[c for c in class_names if c not in found][:3]} vs "
                 f"{[c for c in found if c not in class_names][:3]}); evaluate on the data the model was trained on"
@@ -257,24 +259,26 @@ class ActivityDataModule(SplitDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
-            return VideoFolderDataset(list_folder(self.predict_dir, VIDEO_EXTENSIONS, "video files"), self.cache, self.num_frames)
+            paths = read_predict_files(self.predict_dir, list_folder(self.predict_dir, VIDEO_EXTENSIONS, "video files"),
+                                       self._decode_for_predict, "video files", self.on_bad_sample, self.skipped["predict"])
+            return VideoFolderDataset(paths, self.cache, self.num_frames)
         if self.video_root is not None:
             records = self.records[split]
             if not records:
-                raise ValueError(f"the {split} split of {self.split_dir or self.video_root} has no videos")
+                raise BadInputError(f"the {split} split of {self.split_dir or self.video_root} has no videos")
             bad: list[str] = []
             kept = index_videos(records, self.cache, self.num_frames, self.num_workers, self.on_bad_sample, bad)
             warn_skipped(f"{split} videos", bad, len(records))
             self.skipped[split] += bad
             if not kept:
-                raise ValueError(
+                raise BadInputError(
                     f"every {split} video was skipped (unreadable or shorter than num_frames={self.num_frames}); "
                     "lower --data.num_frames or check the files"
                 )
             return VideoClipDataset(kept, self.cache, self.num_frames, split == "train", self.clips_per_video,
                                     self.augment if split == "train" else None)
         if self.class_names != list(motion_clips.CLASS_NAMES):
-            raise ValueError(
+            raise BadInputError(
                 f"the model's classes ({', '.join(self.class_names[:3])}, ...) are not the generated clips' "
                 "classes; pass the --data.video_root the checkpoint was trained on"
             )
@@ -282,6 +286,13 @@ class ActivityDataModule(SplitDataModule):
             split, self.counts[split], self.num_frames, self.image_size, self.seed, self.num_distractors
         )
         return MotionClipDataset(split, frames, labels, self.augment if split == "train" else None)
+
+    def _decode_for_predict(self, path: str) -> None:
+        """Decode a predict video into the frame cache (what `VideoFolderDataset` then reads), or a BadSampleError."""
+        try:
+            self.cache.ensure(path)
+        except VideoDecodeError as err:
+            raise BadSampleError(path, f"unreadable video ({err})", "re-encode or remove the file") from err
 
     def attach_features(self, split: str, dataset: VideoClipDataset | MotionClipDataset) -> None:
         """Per-frame features computed once for every cached frame; clips pick their frames' rows."""

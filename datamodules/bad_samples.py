@@ -7,6 +7,9 @@ loaded (a truncated image, undecodable audio) happen in `__getitem__`, maybe in 
 so a counter there never reaches the main process: in skip mode the dataset returns a `SkippedSample`, the
 collate function drops it and carries its description in the batch (`skipped`), and `SequenceTask` adds both
 kinds up and reports them at the end of every epoch (and logs `<stage>/skipped_samples`).
+
+Errors raised on purpose for bad input (a bad sample, a wrong or missing file or folder) are `InputError`s:
+`rnnsuite` prints their message alone, without a traceback, and lets every other exception (a bug) through whole.
 """
 from __future__ import annotations
 
@@ -19,7 +22,20 @@ POLICIES = ("error", "skip")
 T = TypeVar("T")
 
 
-class BadSampleError(ValueError):
+class InputError(Exception):
+    """What the user gave is wrong (a path, a file, its contents): the message says what, where and what to do,
+    and the CLI prints it alone (apps/cli.py `main`)."""
+
+
+class BadInputError(InputError, ValueError):
+    """A file or option with the wrong contents: shape, dtype, too few frames, unreadable."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A file or folder that does not exist, or a folder without the files it should hold."""
+
+
+class BadSampleError(InputError, ValueError):
     """One bad sample: `path` (and `line`: a line number, or a label such as "images[3]"), what is wrong, what to do."""
 
     def __init__(self, path: str, reason: str, fix: str, line: int | str | None = None, skippable: bool = True) -> None:

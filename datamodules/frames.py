@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle, warn_skipped
+from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, handle, warn_skipped
 from datamodules.base import SplitDataModule
 from datamodules.readers.frames import Layout, read_frames
 from datamodules.synthetic.moving_mnist import MovingMNIST
@@ -43,7 +43,7 @@ class ArrayFrames(Dataset):
         return len(self.array)
 
     def __getitem__(self, i: int) -> tuple[Tensor, str]:
-        clip = torch.from_numpy(np.ascontiguousarray(self.array[i])).permute(0, 3, 1, 2)  # (T, C, H, W)
+        clip = torch.from_numpy(np.array(self.array[i])).permute(0, 3, 1, 2)  # (T, C, H, W), a copy: files are read-only maps
         return (clip.float() / 255.0 if clip.dtype == torch.uint8 else clip.float()), f"{self.name}:{i}"
 
 
@@ -69,10 +69,15 @@ class FramesDataModule(SplitDataModule):
     Args:
         train_npy: training frames (.npy/.npz, see the module docstring); unset = generated Moving MNIST.
         val_npy: validation frames; unset = the last `num_val_sequences` of train_npy, or generated.
-        test_npy: test (and predict) frames, e.g. the standard mnist_test_seq.npy; unset = generated.
+        test_npy: test frames (observed + future), e.g. the standard mnist_test_seq.npy; unset = generated.
+            `predict` reads it when no predict_npy is given.
+        predict_npy: frames to forecast from with `rnnsuite predict`: sequences of at least `input_frames` frames,
+            of which the first `input_frames` are the context; when a sequence also holds the `output_frames`
+            after them, the forecast is scored against those.
         npy_layout: auto, tnhw (time first, the Moving MNIST file) or nthw (sequence first).
         input_frames: observed frames per sequence (stored in checkpoints; evaluation adopts the checkpoint's).
         output_frames: predicted frames per sequence (likewise).
+        frame_channels: channels every file must have (set from a checkpoint when evaluating); unset = the files'.
         batch_size: sequences per batch.
         num_workers: DataLoader worker processes (generation is cheap: 0 is fine).
         num_train_sequences: generated training sequences per epoch (each one fresh).
@@ -82,7 +87,7 @@ class FramesDataModule(SplitDataModule):
         frame_size: generated canvas size (pixels).
         seed: seed of the generated val/test sequences.
         on_bad_sample: error (stop, naming the file and sequence) or skip (leave out and count, reported every
-            epoch) for a sequence of float frames with NaN/inf values or values outside [0, 1].
+            epoch, and after predict) for a sequence of float frames with NaN/inf values or values outside [0, 1].
     """
 
     def __init__(
@@ -90,9 +95,11 @@ class FramesDataModule(SplitDataModule):
         train_npy: str | None = None,
         val_npy: str | None = None,
         test_npy: str | None = None,
+        predict_npy: str | None = None,
         npy_layout: Layout = "auto",
         input_frames: int = 10,
         output_frames: int = 10,
+        frame_channels: int | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         num_train_sequences: int = 10000,
@@ -104,34 +111,64 @@ class FramesDataModule(SplitDataModule):
         on_bad_sample: BadSamplePolicy = "error",
     ) -> None:
         super().__init__(on_bad_sample)
-        self.paths = {"train": train_npy, "val": val_npy, "test": test_npy}
+        self.paths = {"train": train_npy, "val": val_npy, "test": test_npy, "predict": predict_npy}
         self.npy_layout, self.input_frames, self.output_frames = npy_layout, input_frames, output_frames
         self.batch_size, self.num_workers = batch_size, num_workers
         self.counts = {"train": num_train_sequences, "val": num_val_sequences, "test": num_test_sequences}
         self.num_digits, self.frame_size, self.seed = num_digits, frame_size, seed
         self.arrays: dict[str, np.ndarray] = {}
+        lengths = tuple(sorted({20, input_frames, self.seq_len}))  # what marks a time-first (T, N, H, W) array
         for split, path in self.paths.items():
             if path is not None:  # read now: frame_channels must be known before the model is built
-                self.arrays[split] = self._checked(read_frames(path, npy_layout), path, split)
+                self.arrays[split] = self._checked(read_frames(path, npy_layout, lengths), path, split)
         if "train" in self.arrays and "val" not in self.arrays:
             n_val = min(num_val_sequences, len(self.arrays["train"]) // 10)
             if n_val == 0:
-                raise ValueError(f"{train_npy}: too few sequences to hold out validation ones; pass --data.val_npy")
+                raise BadInputError(f"{train_npy}: too few sequences to hold out validation ones; pass --data.val_npy")
             self.arrays["train"], self.arrays["val"] = self.arrays["train"][:-n_val], self.arrays["train"][-n_val:]
-        channels = {a.shape[-1] for a in self.arrays.values()} or {1}
-        if len(channels) > 1:
-            raise ValueError(f"the frame files mix 1- and 3-channel frames ({self.paths}); use one kind throughout")
-        self.frame_channels = channels.pop()
+        if frame_channels is not None:  # the model's: a file of the other kind cannot be read by it
+            for split, array in self.arrays.items():
+                if array.shape[-1] != frame_channels:
+                    raise BadInputError(
+                        f"{self.source(split)}: frames have {array.shape[-1]} channels, but this model reads "
+                        f"{frame_channels}-channel frames; convert them ({'gray: one channel' if frame_channels == 1 else 'RGB'})"
+                    )
+            self.frame_channels = frame_channels
+        else:
+            channels = {a.shape[-1] for a in self.arrays.values()} or {1}
+            if len(channels) > 1:
+                raise BadInputError(f"the frame files mix 1- and 3-channel frames ({self.paths}); use one kind throughout")
+            self.frame_channels = channels.pop()
 
     @property
     def seq_len(self) -> int:
         return self.input_frames + self.output_frames
 
+    def source(self, split: str) -> str | None:
+        """The file a split's sequences come from (validation held out of the training file; predict falls back
+        to the test file); None for generated ones."""
+        if split == "predict" and self.paths["predict"] is None:
+            split = "test"
+        return self.paths[split] or (self.paths["train"] if split == "val" else None)
+
     def _checked(self, array: np.ndarray, path: str, split: str) -> np.ndarray:
-        if array.shape[1] < self.seq_len:  # every sequence of the array: the whole file is unusable
-            raise ValueError(
+        """The split's sequences cut to the frames used, bad ones handled (`on_bad_sample`); a whole file that
+        cannot serve is a one-line error naming it."""
+        read_as = (f"read as {len(array)} sequences of {array.shape[1]} frames of {array.shape[2]}x{array.shape[3]}; "
+                   "--data.npy_layout tnhw|nthw says which axis is time")
+        if len(array) == 0:
+            raise BadInputError(f"{path}: holds no sequences ({read_as})")
+        if split == "predict" and array.shape[1] < self.input_frames:
+            raise BadInputError(
+                f"{path}: sequences have {array.shape[1]} frames, but this model forecasts from {self.input_frames} "
+                f"observed frames; give at least {self.input_frames} per sequence ({read_as})"
+            )
+        if split != "predict" and array.shape[1] < self.seq_len:  # every sequence of the array: the file is unusable
+            hint = "; to forecast from observed frames only, pass it to `rnnsuite predict` as --data.predict_npy" \
+                if split == "test" and array.shape[1] >= self.input_frames else ""
+            raise BadInputError(
                 f"{path}: sequences have {array.shape[1]} frames, fewer than input_frames + output_frames = "
-                f"{self.input_frames} + {self.output_frames}; lower --data.output_frames or use longer clips"
+                f"{self.input_frames} + {self.output_frames}; lower --data.output_frames or use longer clips{hint}"
             )
         array = array[:, : self.seq_len]
         bad = bad_sequences(array)
@@ -139,16 +176,26 @@ class FramesDataModule(SplitDataModule):
             handle(self.on_bad_sample, BadSampleError(
                 path, reason, "scale the frames to [0, 1] (or save uint8) and replace missing values", f"sequence {i}"),
                 self.skipped[split])
-        warn_skipped(f"{split} sequences", self.skipped[split], len(array))
+        if split != "predict":  # predict lists its skips after writing the forecasts
+            warn_skipped(f"{split} sequences", self.skipped[split], len(array))
+        if len(bad) == len(array):
+            raise BadInputError(f"{path}: every sequence was skipped as bad ({self.skipped[split][0]}, ...)")
         return np.delete(array, [i for i, _ in bad], axis=0) if bad else array
 
     def build_dataset(self, split: str) -> Dataset:
-        if split == "predict":  # predict rolls out on the test sequences (--data.test_npy)
-            return self.dataset("test")
+        if split == "predict" and "predict" not in self.arrays:
+            if "test" in self.arrays:  # --data.test_npy: full sequences, as `test` reads them
+                self.skipped["predict"] = list(self.skipped["test"])
+                return self.dataset("test")
+            raise BadInputError(
+                f"rnnsuite predict needs --data.predict_npy FILE: a .npy/.npz of frame sequences (N, T, H, W[, C]) "
+                f"or a Moving MNIST file (T, N, H, W), at least {self.input_frames} frames each; the model forecasts "
+                f"the next {self.output_frames}"
+            )
         if split in self.arrays:
-            return ArrayFrames(self.arrays[split], os.path.basename(self.paths[split] or self.paths["train"]))
+            return ArrayFrames(self.arrays[split], os.path.basename(self.source(split)))
         if self.frame_channels != 1:
-            raise ValueError(
+            raise BadInputError(
                 f"no {split} frames: the files have {self.frame_channels} channels but generated Moving MNIST "
                 f"is gray; pass --data.{split}_npy"
             )

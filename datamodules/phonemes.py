@@ -17,9 +17,9 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, Sampler
 
 from datamodules.bad_samples import (
-    BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, handle, load_or_skip, warn_skipped,
+    BadInputError, BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, handle, load_or_skip, warn_skipped,
 )
-from datamodules.base import SplitDataModule, list_folder
+from datamodules.base import SplitDataModule, list_folder, read_predict_files
 from datamodules.synthetic.speech_corpus import generate_corpus
 from datamodules.readers.speech import (
     TIMIT_61_TO_39,
@@ -201,11 +201,11 @@ class PhonemeDataModule(SplitDataModule):
                     self.records[split] = read_manifest(path, skip_oov, self.on_bad_sample, self.skipped[split])
             default_folding = None
         elif val_manifest is not None or test_manifest is not None:
-            raise ValueError("--data.val_manifest/--data.test_manifest need --data.train_manifest too")
+            raise BadInputError("--data.val_manifest/--data.test_manifest need --data.train_manifest too")
         else:
             train_set = set(train_variants)
             if train_set & set(val_variants) or train_set & set(test_variants) or set(val_variants) & set(test_variants):
-                raise ValueError("train_variants, val_variants and test_variants must be disjoint (unseen speakers)")
+                raise BadInputError("train_variants, val_variants and test_variants must be disjoint (unseen speakers)")
             counts = {"train": num_train_utterances, "val": num_val_utterances, "test": num_test_utterances}
             variants = {"train": train_variants, "val": val_variants, "test": test_variants}
             self._corpus_args = (counts, voices, variants, tuple(rate_range), tuple(pitch_range), sample_rate, seed)
@@ -231,12 +231,14 @@ class PhonemeDataModule(SplitDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
-            records = [SpeechRecord(p, [], os.path.basename(p)) for p in list_folder(self.predict_dir, AUDIO_EXTENSIONS, "audio files")]
-            return FileDataset(records, self.sample_rate, on_bad_sample=None)
+            paths = read_predict_files(self.predict_dir, list_folder(self.predict_dir, AUDIO_EXTENSIONS, "audio files"),
+                                       lambda path: read_audio(path, self.sample_rate), "audio files",
+                                       self.on_bad_sample, self.skipped["predict"])
+            return FileDataset([SpeechRecord(p, [], os.path.basename(p)) for p in paths], self.sample_rate, on_bad_sample=None)
         if self._corpus_args is not None:
             return GeneratedDataset(self.corpus[split], split)
         if split not in self.records:
-            raise ValueError(f"no {split} data: pass --data.{split}_manifest")
+            raise BadInputError(f"no {split} data: pass --data.{split}_manifest")
         records = self.records[split] if split != "train" else self._known_labels(self.records[split])
         return FileDataset(records, self.sample_rate, self.on_bad_sample)
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle, warn_skipped
+from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, MissingInputError, handle, warn_skipped
 from datamodules.base import SplitDataModule, packaged_archive
 from datamodules.vocab import Vocabulary
 
@@ -75,20 +75,20 @@ def read_labelled_file(path: str, policy: BadSamplePolicy, skipped: list[str], l
     """JSONL (`.jsonl`, `.json`, `.ndjson`: one {"text": ..., "label": ...} a line) or TSV (`label<TAB>text`).
     Empty lines, bytes that are not UTF-8, missing fields and labels not in `labels` are bad samples."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist")
+        raise MissingInputError(f"{path} does not exist")
     jsonl = path.lower().endswith((".jsonl", ".json", ".ndjson"))
     sentences = []
     with open(path, "rb") as f:
         raw_lines = f.read().splitlines()
     if not raw_lines:
-        raise ValueError(f"{path} is empty: it needs one labelled sentence a line")
+        raise BadInputError(f"{path} is empty: it needs one labelled sentence a line")
     for lineno, raw in enumerate(raw_lines, 1):
         try:
             sentences.append(_parse_line(raw, jsonl, path, lineno, labels))
         except BadSampleError as err:
             handle(policy, err, skipped)
     if not sentences:
-        raise ValueError(f"{path}: every line was bad ({len(skipped)} skipped); nothing to read")
+        raise BadInputError(f"{path}: every line was bad ({len(skipped)} skipped); nothing to read")
     return sentences
 
 
@@ -124,19 +124,19 @@ def _parse_line(raw: bytes, jsonl: bool, path: str, lineno: int, labels: list[st
 def read_text_lines(path: str) -> list[Sentence]:
     """`predict`: one sentence a line, UTF-8; an empty or undecodable line is an error naming it."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--data.predict_file {path} does not exist")
+        raise MissingInputError(f"--data.predict_file {path} does not exist")
     with open(path, "rb") as f:
         raw_lines = f.read().splitlines()
     if not raw_lines:
-        raise ValueError(f"{path} is empty: it needs one sentence a line")
+        raise BadInputError(f"{path} is empty: it needs one sentence a line")
     out = []
     for lineno, raw in enumerate(raw_lines, 1):
         try:
             text = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
-            raise ValueError(f"{path}:{lineno}: not UTF-8; save the file as UTF-8") from None
+            raise BadInputError(f"{path}:{lineno}: not UTF-8; save the file as UTF-8") from None
         if not text:
-            raise ValueError(f"{path}:{lineno}: empty line; give one sentence a line")
+            raise BadInputError(f"{path}:{lineno}: empty line; give one sentence a line")
         out.append(Sentence(text, "", f"{path}:{lineno}"))
     return out
 
@@ -238,12 +238,12 @@ class SentimentDataModule(SplitDataModule):
         self.sentences: dict[str, list[Sentence]] = {}
         self.neutral_dropped = 0
         if train_file is None and (val_file or test_file):
-            raise ValueError("--data.val_file/--data.test_file need --data.train_file (its labels are the classes)")
+            raise BadInputError("--data.val_file/--data.test_file need --data.train_file (its labels are the classes)")
         if train_file is None:
             self.class_names = list(class_names) if class_names else list(POLARITY)
             if self.class_names != POLARITY:
-                raise ValueError(f"the model's classes ({', '.join(self.class_names[:4])}) are not the movie reviews' "
-                                 f"{POLARITY}; pass the --data.train_file/--data.test_file it was trained on")
+                raise BadInputError(f"the model's classes ({', '.join(self.class_names[:4])}) are not the movie reviews' "
+                                    f"{POLARITY}; pass the --data.train_file/--data.test_file it was trained on")
             sentences, self.neutral_dropped = read_movie_reviews()
             for split in self.files:
                 self.sentences[split] = [s for s in sentences if split_of(s.text, split_seed) == split]
@@ -281,10 +281,10 @@ class SentimentDataModule(SplitDataModule):
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
             if self.predict_file is None:
-                raise ValueError("rnnsuite predict needs --data.predict_file FILE (a text file, one sentence a line)")
+                raise BadInputError("rnnsuite predict needs --data.predict_file FILE (a text file, one sentence a line)")
             sentences = read_text_lines(self.predict_file)
         elif split not in self.sentences:
-            raise ValueError(f"no {split} sentences: pass --data.{split}_file (JSONL or TSV)")
+            raise BadInputError(f"no {split} sentences: pass --data.{split}_file (JSONL or TSV)")
         else:
             sentences = self.sentences[split]
         return SentenceDataset(sentences, self.vocabulary, self.class_names, self.max_tokens)

@@ -65,6 +65,19 @@ def run_cli(*args: str) -> None:
     main(list(args))
 
 
+def cli_error(monkeypatch: pytest.MonkeyPatch, *args: str, max_lines: int = 2) -> str:
+    """`rnnsuite <args>` as the console script runs it, for a bad input: the message it exits with (no traceback),
+    checked to be an `error: ...` of at most `max_lines` lines."""
+    from apps.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["rnnsuite", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    message = str(info.value.code)
+    assert message.startswith("error: ") and len(message.splitlines()) <= max_lines, message
+    return message
+
+
 def overfit(task: torch.nn.Module, batch, steps: int, lr: float) -> list[float]:
     """Train `task` on one batch with Adam through its own `compute_loss`; the losses, first to last."""
     optimizer = torch.optim.Adam(task.parameters(), lr=lr)

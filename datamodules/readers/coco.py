@@ -5,7 +5,7 @@ import os
 import re
 from collections import defaultdict
 
-from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle
+from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, handle
 from datamodules.readers.karpathy import CaptionRecord, check_image, load_json
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -26,18 +26,18 @@ def read_coco_captions(json_path: str, image_dir: str, policy: BadSamplePolicy =
     data = load_json(json_path, "COCO captions file", "a COCO captions_*.json file",
                      "; pass the annotations file, e.g. --data.coco_train_json annotations/captions_train2014.json")
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(f"{json_path}: expected 'images' and 'annotations' (COCO captions format)")
+        raise BadInputError(f"{json_path}: expected 'images' and 'annotations' (COCO captions format)")
     captions: dict[int, list[list[str]]] = defaultdict(list)
     for i, ann in enumerate(data["annotations"]):
         if "image_id" not in ann or "caption" not in ann:
-            raise ValueError(f"{json_path}: annotations[{i}] needs image_id and caption")
+            raise BadInputError(f"{json_path}: annotations[{i}] needs image_id and caption")
         words = tokenize(ann["caption"])
         if words:
             captions[ann["image_id"]].append(words)
     records = []
     for i, image in enumerate(data["images"]):
         if "id" not in image or "file_name" not in image:
-            raise ValueError(f"{json_path}: images[{i}] needs id and file_name")
+            raise BadInputError(f"{json_path}: images[{i}] needs id and file_name")
         if not captions.get(image["id"]):  # cannot be scored or trained on
             handle(policy, BadSampleError(json_path, f"{image['file_name']} has no non-empty caption",
                                           "add a caption to annotations or remove the image", f"images[{i}]"), skipped)
@@ -46,5 +46,5 @@ def read_coco_captions(json_path: str, image_dir: str, policy: BadSamplePolicy =
         if check_image(json_path, f"images[{i}]", record, policy, skipped):
             records.append(record)
     if not records:
-        raise ValueError(f"{json_path}: no image has a non-empty caption and a file on disk")
+        raise BadInputError(f"{json_path}: no image has a non-empty caption and a file on disk")
     return records

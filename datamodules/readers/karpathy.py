@@ -5,7 +5,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle
+from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, MissingInputError, handle
 
 # The Karpathy splits call the extra COCO val images "restval"; the literature trains on them.
 _SPLIT_ALIASES = {"train": "train", "restval": "train", "val": "val", "test": "test"}
@@ -24,9 +24,9 @@ def load_json(json_path: str, name: str, expected: str, hint: str = "") -> objec
         with open(json_path) as f:
             return json.load(f)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{name} not found: {json_path}{hint}") from err
+        raise MissingInputError(f"{name} not found: {json_path}{hint}") from err
     except json.JSONDecodeError as err:
-        raise ValueError(f"{json_path}: not valid JSON ({err}); is it {expected}?") from err
+        raise BadInputError(f"{json_path}: not valid JSON ({err}); is it {expected}?") from err
 
 
 def check_image(json_path: str, where: str, record: CaptionRecord, policy: BadSamplePolicy, skipped: list[str]) -> bool:
@@ -50,16 +50,16 @@ def read_karpathy_json(json_path: str, image_root: str, policy: BadSamplePolicy 
     skipped = skipped if skipped is not None else {}
     data = load_json(json_path, "Karpathy JSON", "the Karpathy split file", "; pass --data.karpathy_json PATH")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{json_path}: expected an object with an 'images' list (Karpathy split format)")
+        raise BadInputError(f"{json_path}: expected an object with an 'images' list (Karpathy split format)")
     splits: dict[str, list[CaptionRecord]] = {"train": [], "val": [], "test": []}
     for i, entry in enumerate(data["images"]):
         where = f"{json_path}: images[{i}]"  # structural problems: the file is not in the Karpathy format
         for key in ("filename", "split", "sentences"):
             if key not in entry:
-                raise ValueError(f"{where} has no {key!r}; every image needs filename, split and sentences")
+                raise BadInputError(f"{where} has no {key!r}; every image needs filename, split and sentences")
         split = _SPLIT_ALIASES.get(entry["split"])
         if split is None:
-            raise ValueError(f"{where}: unknown split {entry['split']!r}; expected one of {sorted(_SPLIT_ALIASES)}")
+            raise BadInputError(f"{where}: unknown split {entry['split']!r}; expected one of {sorted(_SPLIT_ALIASES)}")
         captions = [[t.lower() for t in s.get("tokens", [])] for s in entry["sentences"]]
         captions = [c for c in captions if c]
         split_skipped = skipped.setdefault(split, [])

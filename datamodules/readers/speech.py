@@ -13,7 +13,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle
+from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, MissingInputError, handle
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".sph")
 
@@ -158,7 +158,7 @@ def read_manifest(path: str, skip_oov: bool = False, policy: BadSamplePolicy = "
     dictionary) is an error naming the file and line, or with policy "skip" left out and described in
     `skipped`; `skip_oov` skips lines with unknown words whatever the policy."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"manifest not found: {path}")
+        raise MissingInputError(f"manifest not found: {path}")
     root = os.path.dirname(os.path.abspath(path))
     records, skipped = [], skipped if skipped is not None else []
     with open(path) as f:
@@ -175,7 +175,7 @@ def read_manifest(path: str, skip_oov: bool = False, policy: BadSamplePolicy = "
                     fix += ', or pass --data.skip_oov true to skip lines with unknown words'
                 handle("skip" if err.oov and skip_oov else policy, BadSampleError(path, err.args[0], fix, lineno), skipped)
     if not records:
-        raise ValueError(f"{path}: no usable utterances")
+        raise BadInputError(f"{path}: no usable utterances")
     return records
 
 
@@ -237,7 +237,7 @@ def read_timit(root: str, policy: BadSamplePolicy = "error", skipped: dict[str, 
     for part in ("TRAIN", "TEST"):
         folder = _find_child(root, part) if os.path.isdir(root) else None
         if folder is None:
-            raise FileNotFoundError(f"--data.timit_root {root}: no {part}/ folder (expected the TIMIT layout TRAIN/ TEST/)")
+            raise MissingInputError(f"--data.timit_root {root}: no {part}/ folder (expected the TIMIT layout TRAIN/ TEST/)")
         for dirpath, _, files in sorted(os.walk(folder)):
             for name in sorted(files):
                 stem, ext = os.path.splitext(name)
@@ -256,7 +256,7 @@ def read_timit(root: str, policy: BadSamplePolicy = "error", skipped: dict[str, 
                     continue
                 splits[split].append(SpeechRecord(os.path.join(dirpath, name), phones, f"{speaker}_{stem.upper()}", speaker))
     if not splits["train"]:
-        raise FileNotFoundError(f"--data.timit_root {root}: no .WAV/.PHN pairs under TRAIN/")
+        raise MissingInputError(f"--data.timit_root {root}: no .WAV/.PHN pairs under TRAIN/")
     return splits
 
 

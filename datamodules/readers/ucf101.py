@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from datamodules.bad_samples import BadSampleError, BadSamplePolicy, handle
+from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, MissingInputError, handle
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
 
@@ -53,10 +53,10 @@ def read_class_index(path: str) -> list[str]:
                 continue
             parts = line.split()
             if len(parts) != 2 or not parts[0].isdigit():
-                raise ValueError(f"{path}:{n}: expected '<index> <ClassName>', got {line.strip()!r}")
+                raise BadInputError(f"{path}:{n}: expected '<index> <ClassName>', got {line.strip()!r}")
             names[int(parts[0])] = parts[1]
     if sorted(names) != list(range(1, len(names) + 1)):
-        raise ValueError(f"{path}: class indices must be 1..N without gaps, got {sorted(names)[:5]}...")
+        raise BadInputError(f"{path}: class indices must be 1..N without gaps, got {sorted(names)[:5]}...")
     return [names[i] for i in range(1, len(names) + 1)]
 
 
@@ -94,7 +94,7 @@ def read_split(video_root: str, split_dir: str | None, split: int = 1, test_frac
     A bad line of a split file (unknown class, wrong label, malformed, video missing on disk) is an error naming
     the file and line, or with policy "skip" left out and described in the third result."""
     if not os.path.isdir(video_root):
-        raise FileNotFoundError(f"--data.video_root {video_root} is not a folder")
+        raise MissingInputError(f"--data.video_root {video_root} is not a folder")
     if split_dir is not None and os.path.isfile(os.path.join(split_dir, "classInd.txt")):
         class_names = read_class_index(os.path.join(split_dir, "classInd.txt"))
         classes = {c: i for i, c in enumerate(class_names)}
@@ -102,13 +102,13 @@ def read_split(video_root: str, split_dir: str | None, split: int = 1, test_frac
         for part, prefix in (("train", "trainlist"), ("test", "testlist")):
             path = os.path.join(split_dir, f"{prefix}{split:02d}.txt")
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path} not found; --data.split {split} needs {prefix}{split:02d}.txt in {split_dir}")
+                raise MissingInputError(f"{path} not found; --data.split {split} needs {prefix}{split:02d}.txt in {split_dir}")
             splits[part] = _ucf_list(path, video_root, classes, policy, skipped[part])
         return class_names, splits, skipped
     if split_dir is not None:
         files = sorted(glob.glob(os.path.join(split_dir, f"*_test_split{split}.txt")))
         if not files:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{split_dir} has neither classInd.txt (UCF101) nor *_test_split{split}.txt (HMDB51) files"
             )
         class_names = [os.path.basename(f)[: -len(f"_test_split{split}.txt")] for f in files]
@@ -133,7 +133,7 @@ def read_split(video_root: str, split_dir: str | None, split: int = 1, test_frac
         return class_names, splits, skipped
     class_names = sorted(d for d in os.listdir(video_root) if os.path.isdir(os.path.join(video_root, d)))
     if not class_names:
-        raise FileNotFoundError(f"--data.video_root {video_root} has no class folders (<root>/<ClassName>/<clip>.avi)")
+        raise MissingInputError(f"--data.video_root {video_root} has no class folders (<root>/<ClassName>/<clip>.avi)")
     splits = {"train": [], "test": []}
     for label, name in enumerate(class_names):
         for file in sorted(os.listdir(os.path.join(video_root, name))):

@@ -1,13 +1,19 @@
+import contextlib
+import io
 import json
+import os
+import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from apps.cli import main
 from apps.frames import FramePredictionTask, frame_errors
 from datamodules.frames import FrameBatch
 from decoders.convlstm import ConvLSTMForecaster
-from tests.conftest import CONFIGS, TINY_DATA, TINY_TRAINER, run_cli
+from tests.conftest import CONFIGS, TINY_DATA, TINY_TRAINER, cli_error, run_cli
 
 CONFIG = str(CONFIGS / "frames.yaml")
 TINY = [
@@ -62,33 +68,139 @@ def test_overfitting_one_batch_drives_the_loss_down():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_cli_fit_test_and_predict_writes_this_models_frames(tmp_path, capsys):
-    run_cli("fit", "--config", CONFIG, *TINY_TRAINER, *TINY, "--trainer.default_root_dir", str(tmp_path))
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("best checkpoint: ")
-    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny fit through the real CLI (10 observed frames, 10 forecast, 64 x 64); returns its last.ckpt."""
+    root = tmp_path_factory.mktemp("frames")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_cli("fit", "--config", CONFIG, *TINY_TRAINER, *TINY, "--trainer.default_root_dir", str(root))
+    assert printed.getvalue().strip().splitlines()[-1].startswith("best checkpoint: ")
+    return str(root / "checkpoints" / "last.ckpt")
+
+
+def forecast(ckpt, observed: np.ndarray) -> torch.Tensor:
+    """The checkpoint's own forecast of (N, T_in, H, W) uint8 frames -> (N, T_out, H, W) in [0, 1]."""
+    model = FramePredictionTask.load_from_checkpoint(ckpt, weights_only=True).eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(observed[:, :, None]).float() / 255)[:, :, 0]
+
+
+def predict_args(ckpt: str, root, *extra: str) -> list[str]:
+    """`rnnsuite predict` of this checkpoint with the tiny settings, writing under `root`."""
+    return ["predict", "--config", CONFIG, *TINY_TRAINER, *TINY, "--trainer.default_root_dir", str(root),
+            "--ckpt_path", ckpt, *extra]
+
+
+def paths_in(message: str, root) -> list[str]:
+    """Every path under `root` that a printed message names."""
+    return [word.strip("(),;") for word in message.split() if word.strip("(),;").startswith(str(root))]
+
+
+def test_cli_fit_test_and_predict_writes_this_models_frames(trained, tmp_path, capsys):
+    ckpt = trained
     metrics_path = tmp_path / "metrics.json"
-    run_cli("test", "--config", CONFIG, *TINY_TRAINER, *TINY, "--ckpt_path", ckpt, "--metrics_json", str(metrics_path))
+    run_cli("test", "--config", CONFIG, *TINY_TRAINER, *TINY, "--ckpt_path", ckpt, "--metrics_json", str(metrics_path),
+            "--trainer.default_root_dir", str(tmp_path))
     metrics = json.loads(metrics_path.read_text())
     assert {"test/mse", "test/mae", "test/ssim", "test/psnr", "test/mse_copy_last", "test/mse_blank"} <= set(metrics)
     assert metrics["test/mse_blank"] < metrics["test/mse_copy_last"]  # two moving digits: blank beats copying
 
     raw = np.random.default_rng(0).integers(0, 256, (20, 3, 64, 64), dtype=np.uint8)
     np.save(tmp_path / "mnist_test_seq.npy", raw)
-    # The data asks for 5 output frames; the checkpoint's 10 must win.
-    run_cli("predict", "--config", CONFIG, *TINY_TRAINER, *TINY, "--data.output_frames", "5", "--ckpt_path", ckpt,
-            "--data.test_npy", str(tmp_path / "mnist_test_seq.npy"), "--predictions", str(tmp_path / "pred.json"))
+    capsys.readouterr()
+    # The data asks for 5 output frames; the checkpoint's 10 must win. A test file still works for predict.
+    run_cli(*predict_args(ckpt, tmp_path, "--data.output_frames", "5", "--data.test_npy", str(tmp_path / "mnist_test_seq.npy"),
+                          "--predictions", str(tmp_path / "pred.json")))
+    out = capsys.readouterr().out
     folder = tmp_path / "pred"
-    assert f"written to {folder}/" in capsys.readouterr().out  # the folder it wrote, not the .json it was given
+    assert f"written to {tmp_path / 'pred.json'} (summary), {folder / 'predictions.npy'}" in out
+    assert "from the first 10 of 20 frames" in out and "scored against the next 10 frames: mse" in out
+    assert all(os.path.exists(p) for p in paths_in(out, tmp_path)) and len(paths_in(out, tmp_path)) >= 4
     assert np.load(folder / "predictions.npy").shape == (3, 10, 64, 64)
-    summary = json.loads((folder / "metrics.json").read_text())
+    summary = json.loads((tmp_path / "pred.json").read_text())  # what --predictions named
     assert summary["num_sequences"] == 3 and set(summary["per_sequence"]) == {f"mnist_test_seq.npy:{i}" for i in range(3)}
+    assert summary["ids"] == [f"mnist_test_seq.npy:{i}" for i in range(3)] and "test/mse" in summary
     with Image.open(folder / "strip_000.png") as strip:
         assert strip.size[1] == 3 * 64 + 4  # input | truth | prediction rows
     with Image.open(folder / "sequence_002.gif") as gif:
         assert gif.n_frames == 20
+    saved = torch.from_numpy(np.load(folder / "predictions.npy")).float() / 255
+    assert (forecast(ckpt, raw[:10].swapaxes(0, 1)) - saved).abs().max() <= 1 / 255  # predict wrote this model's frames
 
-    model = FramePredictionTask.load_from_checkpoint(ckpt, weights_only=True).eval()
-    observed = torch.from_numpy(raw[:10].swapaxes(0, 1)[:, :, None]).float() / 255
-    with torch.no_grad():
-        saved = torch.from_numpy(np.load(folder / "predictions.npy")).float() / 255
-        assert (model(observed)[:, :, 0] - saved).abs().max() <= 1 / 255  # predict wrote this model's frames
+
+@pytest.mark.parametrize("layout", ["nthw", "tnhw"])
+def test_predict_forecasts_from_the_observed_frames_alone(trained, tmp_path, capsys, layout):
+    """What a user has: the 10 frames seen so far, sequence-first (N, 10, H, W) or time-first like the Moving MNIST
+    file (10, N, H, W), in a file of any name. The forecast is the model's, nothing is scored."""
+    observed = np.random.default_rng(1).integers(0, 256, (3, 10, 64, 64), dtype=np.uint8)
+    np.save(tmp_path / "seen.npy", observed if layout == "nthw" else observed.swapaxes(0, 1))
+    run_cli(*predict_args(trained, tmp_path, "--data.predict_npy", str(tmp_path / "seen.npy"),
+                          "--predictions", str(tmp_path / "out")))
+    out = capsys.readouterr().out
+    assert "3 forecasts of 10 frames from all 10 frames of each sequence" in out and "scored" not in out
+    assert f"written to {tmp_path / 'out' / 'predictions.json'} (summary)" in out  # a folder: the summary inside
+    assert all(os.path.exists(p) for p in paths_in(out, tmp_path))
+    summary = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert summary["ids"] == ["seen.npy:0", "seen.npy:1", "seen.npy:2"] and "test/mse" not in summary
+    saved = torch.from_numpy(np.load(tmp_path / "out" / "predictions.npy")).float() / 255
+    assert saved.shape == (3, 10, 64, 64) and (forecast(trained, observed) - saved).abs().max() <= 1 / 255
+    with Image.open(tmp_path / "out" / "strip_000.png") as strip:
+        assert strip.size[1] == 2 * 64 + 2  # input | prediction: there is no truth to draw
+
+
+def test_predict_takes_the_first_observed_frames_of_longer_sequences(trained, tmp_path, capsys):
+    clips = np.random.default_rng(2).integers(0, 256, (2, 15, 64, 64), dtype=np.uint8)  # 10 + 5: too few to score
+    np.save(tmp_path / "clips.npy", clips)
+    run_cli(*predict_args(trained, tmp_path, "--data.predict_npy", str(tmp_path / "clips.npy"),
+                          "--predictions", str(tmp_path / "f.json")))
+    out = capsys.readouterr().out
+    assert "from the first 10 of 15 frames of each sequence" in out and "not scored" in out
+    assert json.loads((tmp_path / "f.json").read_text())["context"] == "the first 10 of 15 frames of each sequence"
+    saved = torch.from_numpy(np.load(tmp_path / "f" / "predictions.npy")).float() / 255
+    assert (forecast(trained, clips[:, :10]) - saved).abs().max() <= 1 / 255  # frames 11-15 never reach the model
+
+
+BAD_FILES = {  # file name -> (contents, what the message must say)
+    "short.npy": (np.zeros((2, 5, 64, 64), np.uint8), "sequences have 5 frames, but this model forecasts from 10"),
+    "ints.npy": (np.zeros((2, 10, 64, 64), np.int64), "frames have dtype int64; save them as uint8"),
+    "flat.npy": (np.zeros((2, 10, 64), np.uint8), "frame array has shape (2, 10, 64); expected (T, N, H, W)"),
+    "rgb.npy": (np.zeros((2, 10, 64, 64, 3), np.uint8), "frames have 3 channels, but this model reads 1-channel frames"),
+    "odd.npy": (np.zeros((2, 10, 30, 30), np.uint8), "frames of 30x30 pixels, but this model folds frames into 4x4"),
+    "empty.npy": (np.zeros((0, 10, 64, 64), np.uint8), "holds no sequences"),
+    "garbage.npy": (b"not numpy", "cannot read the frame array"),
+    "missing.npy": (None, "frame file {path} does not exist"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_predict_files_are_one_line_errors_naming_the_file(trained, tmp_path, monkeypatch, name):
+    contents, expected = BAD_FILES[name]
+    path = tmp_path / name
+    if isinstance(contents, bytes):
+        path.write_bytes(contents)
+    elif contents is not None:
+        np.save(path, contents)
+    message = cli_error(monkeypatch, *predict_args(trained, tmp_path, "--data.predict_npy", str(path),
+                                                   "--predictions", str(tmp_path / "out.json")))
+    assert str(path) in message and expected.format(path=path) in message
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_predict_without_frames_says_which_option_to_give(trained, tmp_path, monkeypatch):
+    message = cli_error(monkeypatch, *predict_args(trained, tmp_path))
+    assert "rnnsuite predict needs --data.predict_npy FILE" in message and "at least 10 frames each" in message
+
+
+def test_a_bug_in_predict_keeps_its_traceback(trained, tmp_path, monkeypatch):
+    """Only bad input is shortened to a message: any other exception (here a ValueError from the model, not an
+    input error) leaves main() whole."""
+    np.save(tmp_path / "seen.npy", np.zeros((2, 10, 64, 64), np.uint8))
+
+    def broken(self, batch, batch_idx):
+        raise ValueError("a bug in predict_step")
+
+    monkeypatch.setattr(FramePredictionTask, "predict_step", broken)
+    monkeypatch.setattr(sys, "argv", ["rnnsuite", *predict_args(trained, tmp_path, "--data.predict_npy", str(tmp_path / "seen.npy"))])
+    with pytest.raises(ValueError, match="a bug in predict_step"):
+        main()

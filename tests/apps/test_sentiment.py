@@ -54,6 +54,7 @@ def test_cli_fit_test_with_vader_baseline_and_predict(tmp_path, capsys):
     out = tmp_path / "predictions.tsv"
     run_cli("predict", "--config", CONFIG, *TINY_TRAINER, *TINY, "--ckpt_path", best, "--data.predict_file", str(text),
             "--predictions", str(out), "--trainer.default_root_dir", str(tmp_path))
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"predictions: 3 sentences written to {out}"  # where it wrote
     lines = out.read_text().splitlines()
     assert [line.split("\t")[2] for line in lines] == text.read_text().splitlines()
     for line in lines:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import wave
 
 import numpy as np
@@ -12,13 +13,13 @@ import pytest
 from PIL import Image
 
 from datamodules.activity import ActivityDataModule
-from datamodules.bad_samples import BadSampleError, SkippedBatch
+from datamodules.bad_samples import BadInputError, BadSampleError, InputError, SkippedBatch
 from datamodules.captioning import CaptioningDataModule
 from datamodules.frames import FramesDataModule
 from datamodules.phonemes import PhonemeDataModule
 from datamodules.readers.speech import read_audio, read_timit
 from datamodules.readers.ucf101 import read_split
-from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, run_cli
+from tests.conftest import CONFIGS, TINY_CAPTIONING, TINY_TRAINER, cli_error, run_cli
 from tests.datamodules.test_activity_data import write_video
 from tests.datamodules.test_phoneme_data import tone, write_riff, write_sphere
 
@@ -121,12 +122,118 @@ def test_caption_json_missing_or_malformed(tmp_path, fmt):
         CaptioningDataModule(**kwargs)
 
 
-def test_caption_predict_folder_names_a_corrupt_image(tmp_path):
-    write_image(tmp_path / "ok.png")
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
-    dm = CaptioningDataModule(num_train_scenes=4, num_val_scenes=2, num_test_scenes=2, predict_dir=str(tmp_path))
-    # predict captions every file it is given: no skip hint
-    raises_naming(lambda: next(iter(dm.predict_dataloader())), "broken.png: cannot read image", skippable=False)
+def test_a_missing_data_file_is_one_line_through_the_cli(tmp_path, monkeypatch):
+    """A datamodule's error in __init__ reaches main() wrapped by jsonargparse; what it prints is the error alone."""
+    missing = tmp_path / "missing.json"
+    message = cli_error(monkeypatch, "fit", "--config", str(CONFIGS / "captioning.yaml"), *TINY_TRAINER,
+                        "--trainer.default_root_dir", str(tmp_path), "--data.karpathy_json", str(missing), max_lines=1)
+    assert f"not found: {missing}; pass " in message and "Union" not in message
+
+
+# --- predict folders (captioning, activity, phonemes) -------------------------------------------------------
+def predict_folder(tmp_path, task: str):
+    """-> (a datamodule for `predict_dir=`, file extension, a good file's bytes writer, bad files {name: bytes})."""
+    if task == "captioning":
+        make = lambda **kw: CaptioningDataModule(num_train_scenes=4, num_val_scenes=2, num_test_scenes=2, image_size=16, **kw)  # noqa: E731
+        return make, "png", lambda path: write_image(path), {"truncated.png": "half", "text.png": b"not an image"}
+    if task == "activity":
+        make = lambda **kw: ActivityDataModule(num_frames=2, image_size=16, cache_dir=str(tmp_path / "cache"), **kw)  # noqa: E731
+        return make, "mp4", lambda path: write_video(path, 3, (90, 40, 200), size=(16, 16)), {
+            "truncated.mp4": "half", "text.mp4": b"not a video"}
+    make = lambda **kw: PhonemeDataModule(phonemes=["a", "b"], **kw)  # noqa: E731
+    return make, "wav", lambda path: write_riff(path, tone(1600), 16000), {
+        "truncated.wav": b"RIFF\x24\x00\x00\x00WAVEfmt ", "empty.wav": "empty", "text.wav": b"not audio"}
+
+
+def fill_predict_folder(folder, ext, write_good, bad: dict) -> None:
+    """Two good files, the bad ones (bytes, "half" of a good file, or "empty": a valid file without samples)."""
+    folder.mkdir()
+    for name in (f"good1.{ext}", f"good2.{ext}"):
+        write_good(folder / name)
+    for name, contents in bad.items():
+        if contents == "half":
+            whole = (folder / f"good1.{ext}").read_bytes()
+            (folder / name).write_bytes(whole[: len(whole) // 2])
+        elif contents == "empty":
+            write_riff(folder / name, np.zeros(0, np.int16), 16000)
+        else:
+            (folder / name).write_bytes(contents)
+    (folder / "notes.txt").write_text("not listed: another extension")
+
+
+TASKS_WITH_PREDICT_FOLDERS = ["captioning", "activity", "phonemes"]
+KINDS = {"captioning": "images (.jpg, .jpeg, .png", "activity": "video files (.avi, .mp4", "phonemes": "audio files (.wav"}
+
+
+@pytest.mark.parametrize("task", TASKS_WITH_PREDICT_FOLDERS)
+def test_a_missing_or_empty_predict_folder_is_one_line_naming_it_and_the_files_expected(tmp_path, task):
+    make, *_ = predict_folder(tmp_path, task)
+    for folder, what in ((tmp_path / "nowhere", "does not exist"), (tmp_path / "empty", "(it is empty)"),
+                         (tmp_path / "texts", "(it holds 1 other files, e.g. a.txt)")):
+        if folder.name != "nowhere":
+            folder.mkdir()
+        if folder.name == "texts":
+            (folder / "a.txt").write_text("x")
+        with pytest.raises(InputError) as info:  # what rnnsuite prints alone, without a traceback
+            make(predict_dir=str(folder)).predict_dataloader()
+        message = str(info.value)
+        assert str(folder) in message and what in message and KINDS[task] in message and "\n" not in message
+    with pytest.raises(InputError, match=rf"rnnsuite predict needs --data.predict_dir DIR, a folder of {re.escape(KINDS[task])}"):
+        make().predict_dataloader()
+
+
+@pytest.mark.parametrize("task", TASKS_WITH_PREDICT_FOLDERS)
+def test_bad_predict_files_are_all_named_in_one_error_or_all_skipped(tmp_path, task):
+    make, ext, write_good, bad = predict_folder(tmp_path, task)
+    folder = tmp_path / "inputs"
+    fill_predict_folder(folder, ext, write_good, bad)
+    with pytest.raises(BadInputError) as info:
+        make(predict_dir=str(folder)).predict_dataloader()
+    message = str(info.value)
+    lines = message.splitlines()
+    assert lines[0].startswith(f"{len(bad)} of {len(bad) + 2} ") and f"in --data.predict_dir {folder} cannot be read: " in lines[0]
+    assert all(name in lines[0] for name in bad) and "good1" not in message  # every bad file, not only the first
+    assert len(lines) <= len(bad) + 2 and "pass --data.on_bad_sample skip to predict the others" in lines[-1]
+
+    dm = make(predict_dir=str(folder), on_bad_sample="skip")
+    batch = next(iter(dm.predict_dataloader()))
+    assert sorted(batch.ids if task != "activity" else batch.ids) == [f"good1.{ext}", f"good2.{ext}"]
+    assert sorted(s.split(" (")[0] for s in dm.skipped["predict"]) == sorted(bad)  # counted, named, with a reason
+    assert all(str(tmp_path) not in s for s in dm.skipped["predict"])  # short names: the folder is said once
+
+
+def test_a_predict_folder_of_only_bad_files_is_an_error_even_when_skipping(tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"no")
+    with pytest.raises(BadInputError, match=r"1 of 1 images in --data.predict_dir .* cannot be read: a.png(.|\n)*none of them"):
+        predict_folder(tmp_path, "captioning")[0](predict_dir=str(folder), on_bad_sample="skip").predict_dataloader()
+
+
+def test_predict_through_the_cli_skips_and_lists_bad_files_or_stops_naming_them(tmp_path, capsys, monkeypatch):
+    """What a user sees: with skip, the good files' captions and, after them, each bad file by name; with the
+    default, a few lines naming every bad file and no traceback (and no predictions file); an empty folder: one line."""
+    common = ["--config", str(CONFIGS / "captioning.yaml"), *TINY_TRAINER, *TINY_CAPTIONING, "--data.image_size", "16"]
+    run_cli("fit", *common, "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "1")
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    make, ext, write_good, bad = predict_folder(tmp_path, "captioning")
+    fill_predict_folder(tmp_path / "inputs", ext, write_good, bad)
+    predict = ["predict", *common, "--ckpt_path", ckpt, "--trainer.default_root_dir", str(tmp_path / "run"),
+               "--data.predict_dir", str(tmp_path / "inputs")]
+    capsys.readouterr()
+    run_cli(*predict, "--data.on_bad_sample", "skip", "--predictions", str(tmp_path / "skip.json"))
+    assert set(json.loads((tmp_path / "skip.json").read_text())) == {"good1.png", "good2.png"}
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("skipped 2 bad inputs (not predicted): text.png (cannot read image")
+    assert "; truncated.png (cannot read image (image file is truncated))" in last
+
+    message = cli_error(monkeypatch, *predict, "--predictions", str(tmp_path / "stop.json"), max_lines=5)
+    assert message.startswith(f"error: 2 of 4 images in --data.predict_dir {tmp_path / 'inputs'} cannot be read: "
+                              "text.png, truncated.png")
+    assert not (tmp_path / "stop.json").exists()
+    (tmp_path / "none").mkdir()
+    message = cli_error(monkeypatch, *predict[:-2], "--data.predict_dir", str(tmp_path / "none"), max_lines=1)
+    assert message == f"error: no images (.jpg, .jpeg, .png, .bmp, .webp) in --data.predict_dir {tmp_path / 'none'} (it is empty)"
 
 
 # --- activity: UCF101 / HMDB51 folders and split files ------------------------------------------------------

@@ -80,3 +80,36 @@ def test_too_short_sequences_and_missing_files_are_refused(tmp_path):
         FramesDataModule(test_npy=str(tmp_path / "short.npy"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         FramesDataModule(test_npy=str(tmp_path / "missing.npy"))
+
+
+def test_predict_reads_sequences_of_only_the_observed_frames(tmp_path):
+    seen = np.random.default_rng(0).integers(0, 256, (3, 4, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "seen.npy", seen)
+    dm = FramesDataModule(predict_npy=str(tmp_path / "seen.npy"), input_frames=4, output_frames=3, batch_size=8)
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch.frames.shape == (3, 4, 1, 8, 8) and batch.ids == ["seen.npy:0", "seen.npy:1", "seen.npy:2"]
+    assert dm.source("predict") == str(tmp_path / "seen.npy")
+    # the same file cannot be a test set (no future frames to score), and the error says where it fits
+    with pytest.raises(ValueError, match="to forecast from observed frames only, pass it to `rnnsuite predict` as --data.predict_npy"):
+        FramesDataModule(test_npy=str(tmp_path / "seen.npy"), input_frames=4, output_frames=3)
+
+
+def test_a_time_first_file_of_observed_frames_is_recognised_by_the_model_length(tmp_path):
+    """(10, N, H, W), the Moving MNIST layout cut to the 10 observed frames, under any name: time first, because
+    10 is the model's input length; the same array sequence-first stays so."""
+    seen = np.random.default_rng(0).integers(0, 256, (10, 3, 8, 8), dtype=np.uint8)  # (T, N, H, W)
+    np.save(tmp_path / "seen.npy", seen)
+    frames = read_frames(str(tmp_path / "seen.npy"), lengths=(20, 10))
+    assert frames.shape == (3, 10, 8, 8, 1) and np.array_equal(frames[2, 7, ..., 0], seen[7, 2])
+    assert read_frames(str(tmp_path / "seen.npy")).shape == (10, 3, 8, 8, 1)  # without the model's length: as stored
+    dm = FramesDataModule(predict_npy=str(tmp_path / "seen.npy"), input_frames=10, output_frames=10)
+    assert dm.arrays["predict"].shape == (3, 10, 8, 8, 1)
+    np.save(tmp_path / "seen.npy", seen.swapaxes(0, 1))  # (N, T, H, W) = (3, 10, 8, 8)
+    assert FramesDataModule(predict_npy=str(tmp_path / "seen.npy")).arrays["predict"].shape == (3, 10, 8, 8, 1)
+
+
+def test_the_models_channel_count_is_checked_against_every_file(tmp_path):
+    np.save(tmp_path / "rgb.npy", np.zeros((2, 10, 8, 8, 3), np.uint8))
+    assert FramesDataModule(predict_npy=str(tmp_path / "rgb.npy")).frame_channels == 3  # no model yet: the file's
+    with pytest.raises(ValueError, match=r"rgb.npy: frames have 3 channels, but this model reads 1-channel frames"):
+        FramesDataModule(predict_npy=str(tmp_path / "rgb.npy"), frame_channels=1)
