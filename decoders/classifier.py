@@ -19,6 +19,8 @@ class RNNClassifier(nn.Module):
         dropout: between stacked layers and before the classifier.
         bidirectional: also read the clip backwards.
         pooling: last (state at the last valid step), mean (over valid steps) or attention (learned weights).
+        input_dropout: dropout on the encoder's features before the RNN (training only): against a small set's
+            memorisation of wide frozen features (LRCN drops CNN features the same way).
     """
 
     def __init__(
@@ -31,8 +33,10 @@ class RNNClassifier(nn.Module):
         dropout: float = 0.0,
         bidirectional: bool = False,
         pooling: PoolingType = "last",
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout)
         self.rnn = make_rnn(cell, in_dim, hidden_dim, num_layers, dropout, bidirectional)
         out_dim = hidden_dim * (2 if bidirectional else 1)
         self.pool = SequencePooling(out_dim, pooling, bidirectional)
@@ -41,7 +45,7 @@ class RNNClassifier(nn.Module):
 
     def forward(self, encoded: Encoded) -> Tensor:
         """Encoded((B, T, in_dim), lengths) -> (B, num_classes) logits; padded steps are never read."""
-        out, _ = run_rnn(self.rnn, encoded.seq, encoded.lengths)  # (B, T, H * directions)
+        out, _ = run_rnn(self.rnn, self.input_dropout(encoded.seq), encoded.lengths)  # (B, T, H * directions)
         return self.head(self.dropout(self.pool(Encoded(out, encoded.lengths))))
 
 

@@ -46,3 +46,13 @@ def test_pooled_classifier_is_order_blind_and_ignores_padding():
     noisy[1, 2:] = 99.0
     torch.testing.assert_close(dec(Encoded(seq, lengths)), dec(Encoded(noisy, lengths)))
     assert PooledClassifier(6, 3)(Encoded(seq[:, :1], None)).shape == (2, 3)
+
+
+def test_input_dropout_only_in_training():
+    torch.manual_seed(0)
+    head = RNNClassifier(8, 3, hidden_dim=4, input_dropout=0.5)
+    enc = Encoded(torch.randn(2, 5, 8), torch.tensor([5, 3]))
+    head.eval()
+    torch.testing.assert_close(head(enc), head(enc))
+    head.train()
+    assert not torch.allclose(head(enc), head(enc))
