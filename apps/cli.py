@@ -1,6 +1,7 @@
 """`rnnsuite fit|validate|test|predict --config configs/<task>.yaml`: one LightningCLI for every task."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -9,11 +10,16 @@ import warnings
 import torch
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning.loggers import WandbLogger
 
 from apps.core import SequenceTask
 from apps.tasks import data_links
 from datamodules.bad_samples import BadInputError, InputError, MissingInputError
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the task list of the epilog kept a line per task."""
+
 
 class RNNSuiteCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -193,6 +199,15 @@ def main(args: list[str] | None = None) -> None:
     if argv[:1] == ["tasks"]:
         print(list_tasks())
         return
+    if any(a == "--optimizer" or a.startswith(("--optimizer=", "--optimizer.", "--lr_scheduler")) for a in argv):
+        # LightningCLI's own --optimizer would silently replace the task's optimizer, warm-up and schedule
+        sys.exit("error: the optimizer is the task's: --model.optimizer adamw|adam|sgd, --model.lr, "
+                 "--model.weight_decay, --model.scheduler none|cosine|plateau, --model.warmup_steps")
+    in_process = args is not None  # tests: exceptions propagate
+    completed = help_of_the_configs_task(argv)
+    if not in_process:
+        sys.argv[1:] = completed  # LightningCLI reads sys.argv itself
+    cli_args = completed if in_process else None
     warnings.filterwarnings("ignore", message=r"Attribute '.*' is an instance of `nn.Module`")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -203,13 +218,35 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            args=args,
+            auto_configure_optimizers=False,  # the task's configure_optimizers (warm-up, schedule) is the only one
+            parser_kwargs={"description": "rnnsuite: recurrent networks for captioning, activity, phonemes, future "
+                           "frames, character-level text and sentiment. `rnnsuite tasks` lists the tasks, their "
+                           "configs, encoders and decoders; `rnnsuite fit --config configs/<task>.yaml` trains one.",
+                           "epilog": list_tasks(), "formatter_class": HelpFormatter},
+            args=cli_args,
         )
     except Exception as err:
         problem = input_error(err)
-        if problem is None or args is not None:
+        if problem is None or in_process:
             raise  # a bug: the whole traceback; called in-process (tests): the exception itself
         sys.exit(f"error: {problem}")  # bad input (a file, folder or option): its message (what, where, fix) alone
+
+
+def help_of_the_configs_task(argv: list[str]) -> list[str]:
+    """`--config configs/x.yaml --model.help` with no class: the help of the config's task, not of the base class."""
+    if "--model.help" not in argv:
+        return argv
+    i = argv.index("--model.help")
+    if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        return argv
+    configs = [argv[j + 1] for j, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
+    if not configs:
+        return argv
+    import yaml
+
+    with open(configs[-1]) as f:
+        task = ((yaml.safe_load(f) or {}).get("model") or {}).get("class_path")
+    return [*argv[:i + 1], task, *argv[i + 1:]] if task else argv
 
 
 def input_error(err: BaseException) -> InputError | None:
