@@ -104,6 +104,11 @@ class SplitDataModule(pl.LightningDataModule):
         self.feature_source: Any = None  # a FeatureSource once the task caches its frozen encoder's output
         self.augment: Callable | None = None
 
+    def __str__(self) -> str:
+        # LightningDataModule's __str__ builds every dataloader (so every split's data) to describe them, and
+        # jsonargparse formats the datamodule into a message on every CLI run: `test` generated the training set
+        return f"{type(self).__name__}(built splits: {', '.join(self.datasets) or 'none'})"
+
     def build_dataset(self, split: Split) -> Dataset:
         """The split's dataset; called once per split."""
         raise NotImplementedError

@@ -191,7 +191,7 @@ class PhonemeDataModule(SplitDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.records: dict[str, list[SpeechRecord]] = {}
         self._corpus_args: tuple | None = None
-        self._corpus: dict[str, list[dict]] | None = None
+        self._corpus: dict[str, list[dict]] = {}  # the splits spoken or loaded so far
         if timit_root is not None:
             self.records = read_timit(timit_root, self.on_bad_sample, self.skipped)
             default_folding = TIMIT_61_TO_39
@@ -215,19 +215,24 @@ class PhonemeDataModule(SplitDataModule):
         if phonemes:  # e.g. adopted from a checkpoint: `predict` then never needs to generate the corpus
             self.phonemes = list(phonemes)
         else:
-            train_labels = ([it["phonemes"] for it in self.corpus["train"]] if self._corpus_args is not None
+            train_labels = ([it["phonemes"] for it in self.corpus_split("train")] if self._corpus_args is not None
                             else [r.phonemes for r in self.records.get("train", [])])
             self.phonemes = sorted({p for labels in train_labels for p in labels})
         self.phoneme_folding = phoneme_folding if phoneme_folding is not None else default_folding
 
+    def corpus_split(self, split: str) -> list[dict]:
+        """One split of the generated espeak corpus, spoken (or loaded from the cache) on first use: evaluation
+        never speaks the training split."""
+        if self._corpus_args is None:
+            raise ValueError("this datamodule reads manifests/TIMIT; it has no generated corpus")
+        if split not in self._corpus:
+            self._corpus |= generate_corpus(*self._corpus_args, splits=[split])
+        return self._corpus[split]
+
     @property
     def corpus(self) -> dict[str, list[dict]]:
-        """The generated espeak corpus ({split: utterances}), generated or loaded from the cache on first use."""
-        if self._corpus is None:
-            if self._corpus_args is None:
-                raise ValueError("this datamodule reads manifests/TIMIT; it has no generated corpus")
-            self._corpus = generate_corpus(*self._corpus_args)
-        return self._corpus
+        """The whole generated corpus ({split: utterances})."""
+        return {split: self.corpus_split(split) for split in ("train", "val", "test")}
 
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
@@ -235,8 +240,8 @@ class PhonemeDataModule(SplitDataModule):
                                        lambda path: read_audio(path, self.sample_rate), "audio files",
                                        self.on_bad_sample, self.skipped["predict"])
             return FileDataset([SpeechRecord(p, [], os.path.basename(p)) for p in paths], self.sample_rate, on_bad_sample=None)
-        if self._corpus_args is not None:
-            return GeneratedDataset(self.corpus[split], split)
+        if self._corpus_args is not None:  # only this split is spoken (or loaded)
+            return GeneratedDataset(self.corpus_split(split), split)
         if split not in self.records:
             raise BadInputError(f"no {split} data: pass --data.{split}_manifest")
         records = self.records[split] if split != "train" else self._known_labels(self.records[split])

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from datamodules.base import cache_root
 
@@ -51,8 +52,11 @@ def generate_corpus(
     pitch_range: tuple[int, int],
     sample_rate: int,
     seed: int,
+    splits: Sequence[str] | None = None,
 ) -> dict[str, list[dict]]:
-    """Speak `counts[split]` utterances per split; cached under `cache_dir()`, keyed by every parameter.
+    """Speak `counts[split]` utterances per split (of `splits`, default all); each split cached on its own under
+    `cache_dir()`, keyed by every parameter, so evaluation speaks only the split it reads. Each split is drawn
+    from its own seed, so a split is the same whichever others are generated with it.
 
     Returns {split: [{"audio": (S,) int16 tensor, "phonemes", "starts", "speaker", "text"}]}.
     """
@@ -63,9 +67,19 @@ def generate_corpus(
                   rate_range=list(rate_range), pitch_range=list(pitch_range), sample_rate=sample_rate, seed=seed,
                   sentences=hashlib.sha1("\n".join(sentences).encode()).hexdigest())
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir(), f"espeak-{key}.pt")
-    if os.path.isfile(path):
-        return torch.load(path, weights_only=False)["splits"]
+    wanted = list(counts) if splits is None else list(splits)
+    combined = os.path.join(cache_dir(), f"espeak-{key}.pt")  # the layout before per-split files
+    if os.path.isfile(combined):
+        stored = torch.load(combined, weights_only=False)["splits"]
+        return {split: stored[split] for split in wanted}
+    out: dict[str, list[dict]] = {}
+    for split in wanted:
+        path = os.path.join(cache_dir(), f"espeak-{key}-{split}.pt")
+        if os.path.isfile(path):
+            out[split] = torch.load(path, weights_only=False)["utterances"]
+    missing = [split for split in wanted if split not in out]
+    if not missing:
+        return out
     # sentence-disjoint splits: 10 % of the sentences for validation, 15 % for test
     rng = random.Random(seed)
     order = sentences[:]
@@ -73,27 +87,28 @@ def generate_corpus(
     n_val, n_test = len(order) // 10, len(order) * 15 // 100
     pools = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
     synth = Synthesizer.get()
-    splits: dict[str, list[dict]] = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many tiny ops: extra threads only spin (10x slower on a busy 2-core machine)
+    os.makedirs(cache_dir(), exist_ok=True)
     try:
-        for split, n in counts.items():
-            splits[split] = _speak_split(synth, pools[split], n, voices, variants[split], rate_range, pitch_range,
-                                         sample_rate, f"{seed}-{split}")
+        for split in missing:
+            out[split] = _speak_split(synth, pools[split], counts[split], voices, variants[split], rate_range,
+                                      pitch_range, sample_rate, f"{seed}-{split}", f"espeak-ng: speaking the {split} split")
+            path = os.path.join(cache_dir(), f"espeak-{key}-{split}.pt")
+            tmp = f"{path}.tmp{os.getpid()}"
+            torch.save({"params": params, "split": split, "utterances": out[split]}, tmp)
+            os.replace(tmp, path)  # atomic: a reader never sees half a file
     finally:
         torch.set_num_threads(threads)
-    os.makedirs(cache_dir(), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"params": params, "splits": splits}, tmp)
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
-    return splits
+    return {split: out[split] for split in wanted}
 
 
-def _speak_split(synth, pool, n, voices, variants, rate_range, pitch_range, sample_rate, seed) -> list[dict]:
-    """n utterances: the pool's sentences in turn (then drawn at random), each by a random accent + variant."""
+def _speak_split(synth, pool, n, voices, variants, rate_range, pitch_range, sample_rate, seed, what) -> list[dict]:
+    """n utterances: the pool's sentences in turn (then drawn at random), each by a random accent + variant
+    (with a progress bar on stderr: the training split takes about a minute)."""
     rng = random.Random(seed)
     items = []
-    for i in range(n):
+    for i in tqdm(range(n), desc=what, unit="utt", leave=False, disable=n < 200):
         text = pool[i] if i < len(pool) else rng.choice(pool)
         accent, variant = rng.choice(list(voices)), rng.choice(list(variants))
         speaker = f"{accent}+{variant}" if variant else accent

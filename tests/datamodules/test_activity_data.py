@@ -236,3 +236,13 @@ def test_no_single_frame_tells_the_class_but_motion_does():
         assert abs(stats[:, 3].mean() - np.mean(motion_clips.SCALE_RANGE)) < 0.02
     right, left = per_class[0], per_class[1]
     assert (right[:, 4] % 1 > 0.4).mean() > 0.95 and (left[:, 4] % 1 < 0.6).mean() > 0.95  # net displacement
+
+
+def test_describing_the_datamodule_builds_no_split(tmp_path, monkeypatch):
+    """jsonargparse formats the datamodule into messages on every CLI run; Lightning's __str__ built every
+    dataloader, so `rnnsuite test` generated the whole training set."""
+    monkeypatch.setenv("RNNSUITE_CACHE", str(tmp_path))
+    dm = ActivityDataModule(num_train_clips=8, num_val_clips=4, num_test_clips=4, num_frames=4, image_size=16)
+    assert "ActivityDataModule" in str(dm) and not dm.datasets and not list(tmp_path.rglob("*.npz"))
+    dm.test_dataloader()
+    assert [p.name.split("-")[1] for p in tmp_path.rglob("*.npz")] == ["test"] and "test" in str(dm)

@@ -183,7 +183,7 @@ def test_generated_corpus_is_speaker_and_sentence_disjoint_and_cached(tmp_path, 
     assert speakers["test"] <= {"m7", "f5"} and speakers["val"] <= {"m6", "f4"}
     texts = {s: {it["text"] for it in gen[s]} for s in gen}
     assert not texts["train"] & texts["test"] and not texts["train"] & texts["val"] and not texts["val"] & texts["test"]
-    assert len(list((tmp_path / "phonemes").glob("espeak-*.pt"))) == 1
+    assert len(list((tmp_path / "phonemes").glob("espeak-*.pt"))) == 3  # a file per split
     again = PhonemeDataModule(**args)  # from the cache: identical
     assert torch.equal(again.corpus["test"][0]["audio"], gen["test"][0]["audio"]) and again.phonemes == dm.phonemes
     batch = next(iter(dm.train_dataloader()))
@@ -191,6 +191,20 @@ def test_generated_corpus_is_speaker_and_sentence_disjoint_and_cached(tmp_path, 
     assert all(n > 0 for n in batch.target_lengths.tolist())
     with pytest.raises(ValueError, match="disjoint"):
         PhonemeDataModule(**args, val_variants=["m1"])
+
+
+def test_evaluation_speaks_only_the_split_it_reads(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNSUITE_CACHE", str(tmp_path))
+    args = dict(num_train_utterances=12, num_val_utterances=4, num_test_utterances=4, batch_size=4)
+    dm = PhonemeDataModule(**args, phonemes=["a", "b"])  # the inventory from a checkpoint: no training labels needed
+    str(dm)  # what jsonargparse formats into its messages (Lightning's __str__ would build every dataloader)
+    assert not list(tmp_path.rglob("espeak-*.pt"))
+    test = list(dm.test_dataloader())
+    assert sum(len(b.ids) if hasattr(b, "ids") else b.audio.shape[0] for b in test) == 4
+    assert [p.name.rsplit("-", 1)[1] for p in tmp_path.rglob("espeak-*.pt")] == ["test.pt"]
+    monkeypatch.setenv("RNNSUITE_CACHE", str(tmp_path / "other"))
+    full = PhonemeDataModule(**args)  # all splits spoken together, from scratch: the same test utterances
+    assert [u["text"] for u in full.corpus["test"]] == [u["text"] for u in dm.corpus_split("test")]
 
 
 def test_collate_pads_and_bucket_sampler_covers_everything():
