@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/python -m apps.demo
 
 # Each script prints Markdown tables of ratios against a baseline measured in the same run (benchmarks/README.md).
-BENCHMARKS := lightning_overhead decoding convlstm data_pipeline options peak_memory feature_cache
+BENCHMARKS := lightning_overhead decoding convlstm data_pipeline options peak_memory feature_cache scst
 bench: install
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; nice -n 5 $(BIN)/python benchmarks/$$b.py || exit 1; done
 

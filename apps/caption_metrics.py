@@ -41,37 +41,60 @@ def rouge_l(candidate: Sequence[str], references: Sequence[Sequence[str]], beta:
     return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
 
 
-def cider_d(candidates: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]], sigma: float = 6.0) -> float:
-    """Corpus CIDEr-D (Vedantam et al. 2015, coco-caption's CiderD): tf-idf n-gram (n=1..4) cosine similarity with
-    clipped candidate counts and a Gaussian length penalty, averaged over references, x10, averaged over images.
-    Document frequencies come from the references of the evaluated set itself, as in coco-caption."""
-    N = 4
-    doc_freq: Counter = Counter()
-    for refs in references:
-        doc_freq.update({g for ref in refs for n in range(1, N + 1) for g in _ngrams(ref, n)})
-    log_num_docs = math.log(float(len(references)))
+class CiderDScorer:
+    """CIDEr-D per caption (Vedantam et al. 2015, coco-caption's CiderD) with document frequencies fixed once from
+    a corpus of reference sets: tf-idf n-gram (n=1..4) cosine similarity with clipped candidate counts and a
+    Gaussian length penalty, averaged over references, x10. SCST's reward uses the training references as the
+    corpus (computed once); the evaluation metric uses the evaluated set's own references, as coco-caption does."""
 
-    def vectorise(words: Sequence[str]) -> tuple[list[dict], list[float], int]:
+    N = 4
+
+    def __init__(self, corpus: Sequence[Sequence[Sequence[str]]], sigma: float = 6.0) -> None:
+        self.sigma = sigma
+        self.doc_freq: Counter = Counter()
+        for refs in corpus:
+            self.doc_freq.update({g for ref in refs for n in range(1, self.N + 1) for g in _ngrams(ref, n)})
+        self.log_num_docs = math.log(float(max(1, len(corpus))))
+
+    def vectorise(self, words: Sequence[str]) -> tuple[list[dict], list[float], int]:
         vecs, norms = [], []
-        for n in range(1, N + 1):
-            vec = {g: tf * (log_num_docs - math.log(max(1.0, doc_freq[g]))) for g, tf in _ngrams(words, n).items()}
+        for n in range(1, self.N + 1):
+            vec = {g: tf * (self.log_num_docs - math.log(max(1.0, self.doc_freq[g]))) for g, tf in _ngrams(words, n).items()}
             vecs.append(vec)
             norms.append(math.sqrt(sum(v * v for v in vec.values())))
         # coco-caption measures length in bigrams (its `n == 1` with zero-based n)
         return vecs, norms, max(0, len(words) - 1)
 
-    total = 0.0
-    for cand, refs in zip(candidates, references):
-        c_vecs, c_norms, c_len = vectorise(cand)
-        score = 0.0
-        for ref in refs:
-            r_vecs, r_norms, r_len = vectorise(ref)
-            penalty = math.exp(-((c_len - r_len) ** 2) / (2 * sigma**2))
-            for n in range(N):
-                dot = sum(min(v, r_vecs[n].get(g, 0.0)) * r_vecs[n].get(g, 0.0) for g, v in c_vecs[n].items())
-                if c_norms[n] and r_norms[n]:
-                    score += dot / (c_norms[n] * r_norms[n]) * penalty
-        total += score / N / len(refs) * 10.0
+    def scores(self, candidates: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]) -> list[float]:
+        """One score per candidate against its references; a reference set repeated for several candidates (SCST's
+        samples of one image) is vectorised once, and a repeated (candidate, references) pair scored once."""
+        ref_vectors: dict[tuple, list] = {}
+        seen: dict[tuple, float] = {}
+        out = []
+        for cand, refs in zip(candidates, references):
+            key = tuple(map(tuple, refs))
+            if (tuple(cand), key) in seen:
+                out.append(seen[tuple(cand), key])
+                continue
+            if key not in ref_vectors:
+                ref_vectors[key] = [self.vectorise(ref) for ref in refs]
+            c_vecs, c_norms, c_len = self.vectorise(cand)
+            score = 0.0
+            for r_vecs, r_norms, r_len in ref_vectors[key]:
+                penalty = math.exp(-((c_len - r_len) ** 2) / (2 * self.sigma**2))
+                for n in range(self.N):
+                    dot = sum(min(v, r_vecs[n].get(g, 0.0)) * r_vecs[n].get(g, 0.0) for g, v in c_vecs[n].items())
+                    if c_norms[n] and r_norms[n]:
+                        score += dot / (c_norms[n] * r_norms[n]) * penalty
+            out.append(score / self.N / max(1, len(refs)) * 10.0)
+            seen[tuple(cand), key] = out[-1]
+        return out
+
+
+def cider_d(candidates: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]], sigma: float = 6.0) -> float:
+    """Corpus CIDEr-D as coco-caption computes it: document frequencies from the references of the evaluated set
+    itself, the mean over images of `CiderDScorer.scores`."""
+    total = sum(CiderDScorer(references, sigma).scores(candidates, references))
     return total / max(1, len(candidates))
 
 

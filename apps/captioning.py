@@ -1,4 +1,5 @@
-"""Image captioning (one-to-many): CNN encoder -> RNN caption decoder, BLEU/CIDEr-D/ROUGE-L against all references."""
+"""Image captioning (one-to-many): CNN encoder -> RNN caption decoder, BLEU/CIDEr-D/ROUGE-L against all references;
+cross-entropy training or self-critical fine-tuning on CIDEr-D (apps/scst.py)."""
 from __future__ import annotations
 
 import json
@@ -6,14 +7,16 @@ import os
 from typing import Any, Callable, Literal
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import BLEUScore
 
-from apps.caption_metrics import CIDErD, ROUGEL
+from apps.caption_metrics import CIDErD, CiderDScorer, ROUGEL
 from apps.core import EncoderTask, Stage
+from apps.scst import ScstBaseline, policy_gradient_loss, scst_baseline
 from apps.media import attention_strip, log_image_table, to_uint8
 from datamodules.base import MEAN, STD
 from datamodules.captioning import CaptionBatch
@@ -21,17 +24,17 @@ from datamodules.feature_cache import FeatureSource
 from datamodules.vocab import Vocabulary
 from decoders.caption import TokenDecoder
 from decoders.schedules import SamplingSchedule
-from decoders.search import Generated, beam_search, sample
+from decoders.search import Generated, beam_search, sample, sample_with_log_probs
 from encoders.base import Encoded, Encoder
 
 
 class CaptioningTask(EncoderTask):
-    """Caption images: teacher-forced cross-entropy in training, generated captions scored by BLEU-1..4,
-    CIDEr-D and ROUGE-L.
+    """Caption images: teacher-forced cross-entropy (or self-critical training) in training, generated captions
+    scored by BLEU-1..4, CIDEr-D and ROUGE-L.
 
     Args:
         encoder: image encoder (any `Encoder`), e.g. SmallCNNEncoder or ResNetEncoder (`spatial: true` for attention).
-        decoder: caption decoder (CaptionDecoder or ShowAttendTellDecoder); `in_dim` and `vocab_size` are filled
+        decoder: caption decoder (CaptionDecoder, ShowAttendTellDecoder or UpDownDecoder); `in_dim` and `vocab_size` are filled
             in from the encoder and the vocabulary.
         vocab: token list (from the datamodule; stored in checkpoints so predict needs nothing else).
         max_caption_len: longest caption generated, in words.
@@ -46,6 +49,12 @@ class CaptioningTask(EncoderTask):
         sampling_end: fraction of training at which it reaches `sampling_max_prob`.
         attention_regularization: weight of Show-Attend-Tell's doubly stochastic penalty (attending decoders only).
         label_smoothing: cross-entropy label smoothing.
+        objective: xe (teacher-forced cross-entropy) or scst (self-critical sequence training, Rennie et al. 2017:
+            captions sampled from the model, reward CIDEr-D against the image's references with document frequencies
+            of the training references; start it from a cross-entropy model with `init_from`). With scst the best
+            checkpoint is picked by val/cider, what it optimises; validation still reports the cross-entropy loss.
+        scst_samples: captions sampled per image in scst training.
+        scst_baseline: greedy (the reward of the greedy caption, the paper's) or mean (of the image's other samples).
         num_logged_samples: validation images logged with their captions (and attention maps) each epoch.
     """
 
@@ -70,6 +79,9 @@ class CaptioningTask(EncoderTask):
         sampling_end: float = 0.8,
         attention_regularization: float = 1.0,
         label_smoothing: float = 0.0,
+        objective: Literal["xe", "scst"] = "xe",
+        scst_samples: int = 5,
+        scst_baseline: ScstBaseline = "greedy",
         num_logged_samples: int = 8,
         **kwargs: Any,
     ) -> None:
@@ -82,6 +94,23 @@ class CaptioningTask(EncoderTask):
         self.scheduled_sampling = scheduled_sampling
         self.sampling_max_prob, self.sampling_start, self.sampling_end = sampling_max_prob, sampling_start, sampling_end
         self.attention_regularization = attention_regularization
+        if objective not in ("xe", "scst"):
+            raise ValueError(f"unknown objective {objective!r}; choose xe or scst")
+        if objective == "scst" and (scst_samples < 1 or (scst_baseline == "mean" and scst_samples < 2)):
+            raise ValueError(f"scst_samples {scst_samples}: need at least 1 (2 with the mean baseline)")
+        self.objective, self.scst_samples, self.scst_baseline = objective, scst_samples, scst_baseline
+        self.cider_reward: CiderDScorer | None = None  # built from the training references at fit
+        if objective == "scst":
+            self.main_metric = "val/cider"
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.objective == "scst" and self.cider_reward is None:
+            references = getattr(self.trainer.datamodule, "train_references", None)
+            if references is None:
+                raise ValueError("objective scst needs a datamodule with `train_references` (the training captions "
+                                 "whose document frequencies CIDEr-D's reward uses), e.g. CaptioningDataModule")
+            self.cider_reward = CiderDScorer(references)
 
     def build_metrics(self, stage: Stage) -> dict[str, Metric]:
         return {**{f"bleu{n}": BLEUScore(n_gram=n) for n in range(1, 5)}, "cider": CIDErD(), "rouge_l": ROUGEL()}
@@ -106,10 +135,16 @@ class CaptioningTask(EncoderTask):
         return sample(*args, temperature=self.temperature if self.decoding == "sample" else 0.0)
 
     def captions(self, generated: Generated) -> list[str]:
-        return [" ".join(self.vocab.decode(row.tolist())) for row in generated.tokens]
+        return [" ".join(words) for words in self.words(generated)]
+
+    def words(self, generated: Generated) -> list[list[str]]:
+        return [self.vocab.decode(row) for row in generated.tokens.tolist()]
 
     def compute_loss(self, batch: CaptionBatch, stage: Stage) -> tuple[Tensor, Generated | None]:
-        """Teacher-forced loss; in evaluation also the captions generated from the same encoding."""
+        """Teacher-forced loss (SCST's in training with objective scst); in evaluation also the captions generated
+        from the same encoding."""
+        if stage == "train" and self.objective == "scst":
+            return self.scst_loss(batch), None
         # Teacher forcing: the input is the target shifted right by one (<bos> w1 .. wn -> w1 .. wn <eos>).
         inputs, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]
         sample_prob = 0.0 if stage != "train" or self.scheduled_sampling == "off" else self.sampling_prob(
@@ -126,6 +161,38 @@ class CaptioningTask(EncoderTask):
             self.log(f"{stage}/attention_penalty", penalty, batch_size=self.batch_size_of(batch))
             loss = loss + self.attention_regularization * penalty
         return loss, None if stage == "train" else self.generate(encoded)
+
+    def scst_loss(self, batch: CaptionBatch) -> Tensor:
+        """Self-critical loss of one batch; logs train/reward (mean CIDEr-D of the samples), train/baseline and
+        train/entropy (per sampled token)."""
+        if self.cider_reward is None:
+            raise RuntimeError("objective scst: the CIDEr-D reward is built in setup('fit'); "
+                               "call task.setup('fit') under a Trainer, or set task.cider_reward = CiderDScorer(refs)")
+        B, K = self.batch_size_of(batch), self.scst_samples
+        encoded = self.encode(batch)
+        rollout = sample_with_log_probs(self.decoder, encoded, self.vocab.bos_id, self.vocab.eos_id,
+                                        self.max_caption_len, samples_per_image=K)
+        references = [refs for refs in batch.references for _ in range(K)]  # rows i*K .. i*K+K-1 are image i's
+        rewards = self.reward(rollout.generated, references).view(B, K)
+        greedy_rewards = None
+        if self.scst_baseline == "greedy":
+            was_training = self.decoder.training
+            self.decoder.eval()  # the caption the model would give at test time: no dropout
+            try:
+                greedy = sample(self.decoder, encoded, self.vocab.bos_id, self.vocab.eos_id, self.max_caption_len)
+            finally:
+                self.decoder.train(was_training)
+            greedy_rewards = self.reward(greedy, batch.references)
+        baseline = scst_baseline(rewards, self.scst_baseline, greedy_rewards)
+        loss = policy_gradient_loss(rollout.log_probs, rollout.mask.float(), (rewards - baseline).view(-1))
+        entropy = rollout.entropy.sum() / rollout.mask.sum().clamp(min=1)
+        for name, value in (("reward", rewards.mean()), ("baseline", baseline.mean()), ("entropy", entropy)):
+            self.log(f"train/{name}", value, batch_size=B)
+        return loss
+
+    def reward(self, generated: Generated, references: list[list[list[str]]]) -> Tensor:
+        """(N,) CIDEr-D of each generated caption against its references."""
+        return torch.tensor(self.cider_reward.scores(self.words(generated), references), device=generated.tokens.device)
 
     def metric_inputs(self, batch: CaptionBatch, generated: Generated, stage: Stage) -> dict[str, Any]:
         return {"preds": self.captions(generated), "target": [[" ".join(ref) for ref in refs] for refs in batch.references]}

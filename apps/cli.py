@@ -49,6 +49,10 @@ class RNNSuiteCLI(LightningCLI):
             ckpt_path = config.ckpt_path = resolve_wandb_artifact(str(ckpt_path))
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             self._adopt_checkpoint(config, ckpt_path, subcommand)
+        init_from = config.model.init_args.get("init_from") if subcommand == "fit" and config.get("model") else None
+        if init_from:
+            # fine-tuning from a checkpoint's weights: the data must give its vocabulary/labels (token ids)
+            self._adopt_checkpoint(config, init_from, "fine-tune", what="--model.init_from")
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI replaces the model config by the checkpoint's hyperparameters; options the user typed
@@ -81,15 +85,16 @@ class RNNSuiteCLI(LightningCLI):
             logger.init_args.save_dir = trainer.default_root_dir
 
     @staticmethod
-    def _adopt_checkpoint(config, ckpt_path: str, subcommand: str) -> None:
-        """Refuse a checkpoint of another task; when evaluating, let the data adopt its vocabulary/labels."""
+    def _adopt_checkpoint(config, ckpt_path: str, subcommand: str, what: str = "--ckpt_path") -> None:
+        """Refuse a checkpoint of another task; when evaluating or fine-tuning (`subcommand` "fine-tune"), let the
+        data adopt its vocabulary/labels."""
         if not os.path.isfile(ckpt_path):
-            raise MissingInputError(f"--ckpt_path {ckpt_path} does not exist")
+            raise MissingInputError(f"{what} {ckpt_path} does not exist")
         try:
             hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
         except Exception as err:  # torch raises RuntimeError/UnpicklingError/... for text, truncated or foreign files
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise BadInputError(f"--ckpt_path {ckpt_path} is not a readable PyTorch checkpoint ({reason}); "
+            raise BadInputError(f"{what} {ckpt_path} is not a readable PyTorch checkpoint ({reason}); "
                                 "pass a .ckpt written by `rnnsuite fit` or checkpoints/<task>.ckpt") from None
         expected, found = config.model.class_path, hparams.get("_class_path")
         if found and found != expected:

@@ -42,6 +42,9 @@ class SequenceTask(pl.LightningModule):
         scheduler: none, cosine (to 0 after warm-up, over the planned steps) or plateau (halve on a stalled main metric).
         warmup_steps: linear warm-up from 0 to `lr` over this many optimizer steps.
         num_logged_samples: validation samples kept for the task's media (captions, clips, audio, strips) each epoch.
+        init_from: a checkpoint of this task to start `fit` from: its weights only (no optimizer, schedule, step or
+            epoch), e.g. a cross-entropy model for SCST fine-tuning. Architecture and vocabulary/labels must match
+            (the CLI adopts the checkpoint's vocabulary/labels for the data). Unlike `--ckpt_path`, which resumes.
     """
 
     #: metric that picks the best checkpoint, and whether higher is better
@@ -58,8 +61,10 @@ class SequenceTask(pl.LightningModule):
         scheduler: Literal["none", "cosine", "plateau"] = "cosine",
         warmup_steps: int = 0,
         num_logged_samples: int = 4,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
+        self.init_from = init_from
         self.lr, self.weight_decay = lr, weight_decay
         self.optimizer_name, self.scheduler_name, self.warmup_steps = optimizer, scheduler, warmup_steps
         self.num_logged_samples = num_logged_samples
@@ -93,6 +98,38 @@ class SequenceTask(pl.LightningModule):
         prob = sampling_probability(self.training_progress(), schedule, start, end, max_prob)
         self.log("train/sampling_prob", prob, on_step=True, on_epoch=False)
         return prob
+
+    def setup(self, stage: str) -> None:
+        # before Lightning restores a `--ckpt_path` (resuming wins over init_from) and before features are cached
+        if stage == "fit" and self.init_from:
+            self.load_weights(self.init_from)
+
+    def load_weights(self, path: str) -> None:
+        """Weights only from a checkpoint of this task (`init_from`); refuses another task, another vocabulary or
+        label set, and another architecture, saying which."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--model.init_from {path} does not exist")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        hparams = checkpoint.get("hyper_parameters", {})
+        mine = f"{type(self).__module__}.{type(self).__qualname__}"
+        if hparams.get("_class_path", mine) != mine:
+            raise ValueError(f"--model.init_from {path} is a {hparams['_class_path']} checkpoint, not {mine}")
+        for argument in self.data_links.values():
+            if argument in hparams and argument in self.hparams and hparams[argument] != self.hparams[argument]:
+                raise ValueError(f"--model.init_from {path} was trained with another {argument} than this model's; "
+                                 f"fine-tune on data that gives the same {argument} (the CLI passes the checkpoint's)")
+        own = self.state_dict()
+        theirs = checkpoint["state_dict"]
+        wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in theirs.items()
+                 if k in own and v.shape != own[k].shape]
+        missing, unexpected = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+        if wrong or missing or unexpected:
+            raise ValueError(f"--model.init_from {path} holds another architecture than the config builds: "
+                             + "; ".join(part for part in (
+                                 f"shapes differ: {wrong[:4]}" if wrong else "", f"missing: {missing[:4]}" if missing else "",
+                                 f"not in the model: {unexpected[:4]}" if unexpected else "") if part)
+                             + "; give the model the checkpoint's encoder and decoder settings")
+        self.load_state_dict(theirs)
 
     def media_folder(self) -> str:
         """<default_root_dir>/media, where validation GIFs and pictures are written before they are logged."""
@@ -344,6 +381,7 @@ class EncoderTask(SequenceTask):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # init_from's weights first: the cached features are the encoder's
         if self.cache_features and stage != "predict" and self._trainer is not None:
             attach_feature_source(self.trainer.datamodule, self.feature_source(), self.freeze_encoder)
 

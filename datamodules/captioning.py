@@ -282,6 +282,13 @@ class CaptioningDataModule(SplitDataModule):
     def vocab(self) -> list[str]:
         return self.vocabulary.tokens
 
+    @property
+    def train_references(self) -> list[list[list[str]]]:
+        """Every training image's reference captions, as words (SCST's CIDEr-D document frequencies)."""
+        if self.records is not None:
+            return [list(r.captions) for r in self.records["train"]]
+        return [scene.captions() for scene in self.scene_splits["train"]]
+
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
             paths = read_predict_files(self.predict_dir, list_folder(self.predict_dir, IMAGE_EXTENSIONS, "images"),

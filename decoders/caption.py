@@ -1,12 +1,13 @@
 """One-to-many: RNNs that write a token sequence conditioned on image features.
 
-Two decoders share one interface (`start`, `step`, `reorder`, `forward`), so greedy, sampled and beam-search
-generation (decoders/search.py) and scheduled sampling work with either:
+Three decoders share one interface (`start`, `step`, `reorder`, `forward`), so greedy, sampled and beam-search
+generation (decoders/search.py), scheduled sampling and self-critical training work with any of them:
 
 - `CaptionDecoder`: the image vector conditions the RNN; with `attention="post"` each output also attends over
   the image grid *after* the RNN (Luong style), so teacher-forced training stays one fused `nn.LSTM`/`nn.GRU` call.
 - `ShowAttendTellDecoder`: soft attention over the grid *feeds* the RNN at every step (Xu et al. 2015), which
   makes training a loop over steps.
+- `UpDownDecoder`: an attention RNN and a language RNN per word, attention between them (Anderson et al. 2018).
 """
 from __future__ import annotations
 
@@ -246,3 +247,76 @@ class ShowAttendTellDecoder(TokenDecoder):
         hidden, rnn_state = self.rnn(x, state.rnn)
         logits = self.head(self.dropout(torch.cat([hidden, context], dim=-1)))
         return logits[:, 0], state._replace(rnn=rnn_state), weights[:, 0]
+
+
+_CELLS: dict[str, type[nn.RNNCellBase]] = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}
+
+
+class UpDownDecoder(TokenDecoder):
+    """The top-down part of Bottom-Up and Top-Down attention (Anderson et al. 2018): two RNNs per word.
+
+    - attention RNN: reads [language RNN's previous state, mean image feature, previous word's embedding];
+    - soft attention over the image grid, queried by the attention RNN's new state;
+    - language RNN: reads [attended feature, attention RNN's state]; its state gives the word logits.
+
+    The two states travel as layer 0 (attention) and layer 1 (language) of `CaptionState.rnn`, so beam search's
+    `reorder` and the shared step loop (teacher forcing, scheduled sampling, sampling) need nothing new.
+
+    Args:
+        in_dim: image feature size (from the encoder).
+        vocab_size: output tokens (from the vocabulary).
+        embed_dim: word embedding size.
+        hidden_dim: state size of both RNNs.
+        cell: lstm (the paper's), gru or rnn.
+        dropout: on embeddings and before the output layer.
+        attn_dim: size of the attention's hidden layer.
+        init_state: both RNNs start from a projection of the mean image feature (False: zeros, as in the paper).
+        pad_id: id of <pad>.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        vocab_size: int,
+        embed_dim: int = 128,
+        hidden_dim: int = 256,
+        cell: CellType = "lstm",
+        dropout: float = 0.0,
+        attn_dim: int = 128,
+        init_state: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        if cell not in _CELLS:
+            raise ValueError(f"unknown RNN cell {cell!r}; choose one of {sorted(_CELLS)}")
+        super().__init__(in_dim, vocab_size, embed_dim, hidden_dim, cell, 2, dropout, init_state, pad_id)
+        self.attention_rnn = _CELLS[cell](hidden_dim + in_dim + embed_dim, hidden_dim)
+        self.attention = AdditiveAttention(hidden_dim, in_dim, attn_dim)
+        self.language_rnn = _CELLS[cell](in_dim + hidden_dim, hidden_dim)
+        self.head = nn.Linear(hidden_dim, vocab_size)
+
+    def project_grid(self, grid: Tensor) -> Tensor:
+        return self.attention.project_keys(grid)
+
+    def step(self, tokens: Tensor, state: CaptionState) -> tuple[Tensor, CaptionState, Tensor]:
+        B = tokens.shape[0]
+        if state.rnn is None:  # zeros: (2, B, H) per part, layer 0 = attention RNN, layer 1 = language RNN
+            zeros = state.image.new_zeros(2, B, self.hidden_dim)
+            rnn = (zeros, zeros) if self.cell == "lstm" else zeros
+        else:
+            rnn = state.rnn
+        h, c = rnn if self.cell == "lstm" else (rnn, None)
+        x = torch.cat([h[1], state.image, self.dropout(self.embed(tokens))], dim=-1)  # (B, H + D + E)
+        if c is None:
+            h_att = self.attention_rnn(x, h[0])
+        else:
+            h_att, c_att = self.attention_rnn(x, (h[0], c[0]))
+        context, weights = self.attention(h_att[:, None], state.grid, state.grid_keys, state.grid_mask)  # (B, 1, D), (B, 1, N)
+        y = torch.cat([context[:, 0], h_att], dim=-1)  # (B, D + H)
+        if c is None:
+            h_lang = self.language_rnn(y, h[1])
+            new_rnn = torch.stack([h_att, h_lang])
+        else:
+            h_lang, c_lang = self.language_rnn(y, (h[1], c[1]))
+            new_rnn = (torch.stack([h_att, h_lang]), torch.stack([c_att, c_lang]))
+        logits = self.head(self.dropout(h_lang))
+        return logits, state._replace(rnn=new_rnn), weights[:, 0]

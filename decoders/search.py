@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from decoders.caption import TokenDecoder
+from decoders.caption import CaptionState, TokenDecoder
 from encoders.base import Encoded
 
 
@@ -17,28 +17,41 @@ class Generated(NamedTuple):
     scores: Tensor               # (B,) total log-probability of each sequence (incl. <eos>)
 
 
-@torch.no_grad()
-def sample(
-    decoder: TokenDecoder, encoded: Encoded, bos_id: int, eos_id: int, max_len: int,
-    temperature: float = 0.0, generator: torch.Generator | None = None,
-) -> Generated:
-    """temperature 0: greedy (arg-max each step); > 0: draw from softmax(logits / temperature)."""
-    state = decoder.start(encoded)
+class Rollout(NamedTuple):
+    """Sampled captions with what a policy gradient needs; rows are images x samples, each image's samples adjacent."""
+
+    generated: Generated
+    log_probs: Tensor            # (B*K, L') log-probability of each sampled token, with autograd; 0 after <eos>
+    mask: Tensor                 # (B*K, L') steps up to and including <eos>
+    entropy: Tensor              # (B*K, L') entropy of each step's distribution (0 after <eos>), no gradient
+
+
+def _rollout(
+    decoder: TokenDecoder, state: CaptionState, bos_id: int, eos_id: int, max_len: int, temperature: float,
+    generator: torch.Generator | None, with_entropy: bool,
+) -> Rollout:
+    """Generate from `state` one token at a time: arg-max (temperature 0) or drawn from softmax(logits / temperature);
+    log-probabilities are the model's own (temperature 1), with autograd when it is on."""
     B, device = state.image.shape[0], state.image.device
     prev = torch.full((B,), bos_id, dtype=torch.long, device=device)
     tokens = torch.full((B, max_len), decoder.pad_id, dtype=torch.long, device=device)
     lengths = torch.full((B,), max_len, dtype=torch.long, device=device)
-    scores = torch.zeros(B, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    attention = []
+    attention, log_probs, mask, entropy = [], [], [], []
     for t in range(max_len):
         logits, state, weights = decoder.step(prev, state)
-        logp = logits.log_softmax(dim=-1)
+        logp = logits.log_softmax(dim=-1)  # (B, V)
         if temperature > 0:
-            prev = torch.multinomial((logits / temperature).softmax(dim=-1), 1, generator=generator).squeeze(1)
+            with torch.no_grad():
+                prev = torch.multinomial((logits / temperature).softmax(dim=-1), 1, generator=generator).squeeze(1)
         else:
-            prev = logp.argmax(dim=-1)
-        scores += torch.where(finished, 0.0, logp.gather(1, prev[:, None]).squeeze(1))
+            prev = logp.detach().argmax(dim=-1)
+        alive = ~finished  # this step's token (an <eos> included) belongs to the caption
+        log_probs.append(logp.gather(1, prev[:, None]).squeeze(1) * alive)
+        mask.append(alive)
+        if with_entropy:
+            with torch.no_grad():
+                entropy.append(-(logp.exp() * logp).sum(-1) * alive)
         attention.append(weights)
         newly_done = (prev == eos_id) & ~finished
         lengths[newly_done] = t
@@ -46,7 +59,33 @@ def sample(
         tokens[:, t] = prev.masked_fill(finished, decoder.pad_id)
         if bool(finished.all()):
             break
-    return Generated(tokens, lengths, _stack(attention, max_len), scores)
+    log_probs_t = torch.stack(log_probs, dim=1)
+    generated = Generated(tokens, lengths, _stack(attention, max_len), log_probs_t.detach().sum(1))
+    return Rollout(generated, log_probs_t, torch.stack(mask, dim=1),
+                   torch.stack(entropy, dim=1) if with_entropy else torch.zeros_like(log_probs_t.detach()))
+
+
+@torch.no_grad()
+def sample(
+    decoder: TokenDecoder, encoded: Encoded, bos_id: int, eos_id: int, max_len: int,
+    temperature: float = 0.0, generator: torch.Generator | None = None,
+) -> Generated:
+    """temperature 0: greedy (arg-max each step); > 0: draw from softmax(logits / temperature)."""
+    return _rollout(decoder, decoder.start(encoded), bos_id, eos_id, max_len, temperature, generator, False).generated
+
+
+def sample_with_log_probs(
+    decoder: TokenDecoder, encoded: Encoded, bos_id: int, eos_id: int, max_len: int, samples_per_image: int = 1,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """`samples_per_image` captions drawn from the model (temperature 1) for every image, with the log-probability
+    of each drawn token kept for backpropagation (self-critical training). The image is encoded and its grid
+    projected once; its samples are rows i*K .. i*K+K-1."""
+    state = decoder.start(encoded)
+    if samples_per_image > 1:
+        B = state.image.shape[0]
+        state = decoder.reorder(state, torch.arange(B, device=state.image.device).repeat_interleave(samples_per_image))
+    return _rollout(decoder, state, bos_id, eos_id, max_len, 1.0, generator, True)
 
 
 @torch.no_grad()

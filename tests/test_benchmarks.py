@@ -25,6 +25,7 @@ SCRIPTS = {
     "peak_memory.py": ["--task", "frames"],
     "feature_cache.py": [],
     "gpu.py": ["--task", "frames"],
+    "scst.py": [],
 }
 
 

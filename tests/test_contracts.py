@@ -49,6 +49,8 @@ DECODERS = {
                        lambda m, enc: m(enc, TOKENS).logits.sum()),
     "ShowAttendTellDecoder": (lambda d: decoders.ShowAttendTellDecoder(d, 6, embed_dim=8, hidden_dim=8, attn_dim=8),
                               lambda m, enc: m(enc, TOKENS).logits.sum()),
+    "UpDownDecoder": (lambda d: decoders.UpDownDecoder(d, 6, embed_dim=8, hidden_dim=8, attn_dim=8),
+                      lambda m, enc: m(enc, TOKENS).logits.sum()),
 }
 # Exported modules that do not read `Encoded`, and why.
 NOT_ENCODED = {

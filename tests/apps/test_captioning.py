@@ -188,3 +188,27 @@ def test_batch_transfer_moves_tensor_fields_and_keeps_metadata():
     assert type(moved) is CaptionBatch
     assert moved.images.device.type == "meta" and moved.tokens.device.type == "meta"
     assert moved.references is references and moved.ids == ["x", "y"] and moved.skipped == ("bad.jpg",)
+
+
+UPDOWN_CONFIG = str(CONFIGS / "captioning_updown.yaml")
+
+
+def test_up_down_overfits_one_batch():
+    from decoders.caption import UpDownDecoder
+
+    torch.manual_seed(0)
+    task, batch = tiny_task(spatial=True, lr=3e-3, attention_regularization=0.0,  # as configs/captioning_updown.yaml
+                            decoder=lambda d, v: UpDownDecoder(d, v, embed_dim=16, hidden_dim=32, attn_dim=16))
+    losses = overfit(task, batch, steps=120, lr=3e-3)  # two RNNs in series start slower than one
+    assert losses[-1] < 0.25 * losses[0]
+
+
+def test_cli_up_down_fits_with_scheduled_sampling_and_tests_with_beam_search(tmp_path, capsys):
+    run_cli("fit", "--config", UPDOWN_CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--trainer.default_root_dir", str(tmp_path),
+            "--model.scheduled_sampling", "linear", "--model.sampling_start", "0.0", "--model.sampling_max_prob", "0.5")
+    best = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("best checkpoint: ")
+    assert torch.load(best, weights_only=True)["hyper_parameters"]["decoder"]["class_path"] == "decoders.UpDownDecoder"
+    metrics = tmp_path / "m.json"
+    run_cli("test", "--config", UPDOWN_CONFIG, *TINY_TRAINER, *TINY_CAPTIONING, "--ckpt_path", best,
+            "--model.decoding", "beam", "--metrics_json", str(metrics))
+    assert {"test/bleu4", "test/cider"} <= set(json.loads(metrics.read_text()))

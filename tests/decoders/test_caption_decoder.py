@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from decoders.caption import CaptionDecoder, ShowAttendTellDecoder
+from decoders.caption import CaptionDecoder, ShowAttendTellDecoder, UpDownDecoder
 from decoders.search import sample
 from encoders.base import Encoded
 
@@ -15,6 +15,8 @@ def image(B=2, T=1, lengths=None):
 def make(kind, **kw):
     if kind == "sat":
         return ShowAttendTellDecoder(D, V, embed_dim=5, hidden_dim=8, attn_dim=4, **kw).eval()
+    if kind == "updown":
+        return UpDownDecoder(D, V, embed_dim=5, hidden_dim=8, attn_dim=4, **kw).eval()
     return CaptionDecoder(D, V, embed_dim=5, hidden_dim=8, attention=kind, attn_dim=4, **kw).eval()
 
 
@@ -45,7 +47,7 @@ def test_show_attend_tell_shapes_and_attention_sums_to_one(cell):
     torch.testing.assert_close(out.attention.sum(-1), torch.ones(2, 5))
 
 
-@pytest.mark.parametrize("kind", ["post", "sat"])
+@pytest.mark.parametrize("kind", ["post", "sat", "updown"])
 def test_attention_ignores_padded_grid_steps(kind):
     torch.manual_seed(0)
     dec = make(kind)
@@ -106,3 +108,44 @@ def test_greedy_generation_stops_at_eos_and_pads_after():
 def test_generation_respects_max_len():
     out = sample(make("none"), image(2), bos_id=1, eos_id=10**6, max_len=4)  # an <eos> that can never come
     assert out.tokens.shape == (2, 4) and torch.all(out.lengths == 4)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("init_state", [False, True])
+def test_up_down_shapes_state_layout_and_attention_sums_to_one(cell, init_state):
+    torch.manual_seed(0)
+    dec = make("updown", cell=cell, init_state=init_state)
+    enc, tokens = image(T=9), torch.randint(4, V, (2, 5))
+    out = dec(enc, tokens)
+    assert out.logits.shape == (2, 5, V) and out.attention.shape == (2, 5, 9)
+    torch.testing.assert_close(out.attention.sum(-1), torch.ones(2, 5))
+    _, state, weights = dec.step(tokens[:, 0], dec.start(enc))
+    parts = state.rnn if cell == "lstm" else (state.rnn,)
+    assert all(p.shape == (2, 2, 8) for p in parts)  # (attention RNN, language RNN) x B x H
+    assert weights.shape == (2, 9)
+
+
+def test_up_down_is_causal_and_reads_the_image():
+    """Logits at step t depend on the words before t only; the image (mean feature and grid) changes them."""
+    torch.manual_seed(0)
+    dec = make("updown")
+    enc, tokens = image(T=4), torch.randint(4, V, (2, 6))
+    changed = tokens.clone()
+    changed[:, 3:] = (changed[:, 3:] + 1 - 4) % (V - 4) + 4  # other words from step 3 on
+    a, b = dec(enc, tokens).logits, dec(enc, changed).logits
+    torch.testing.assert_close(a[:, :3], b[:, :3])  # logits t read inputs 0..t: steps 0..2 are unchanged
+    assert not torch.allclose(a[:, 3:], b[:, 3:])
+    assert not torch.allclose(dec(image(T=4), tokens).logits[:, 0], a[:, 0])
+
+
+def test_up_down_attention_rnn_reads_the_language_state():
+    """The attention RNN's input is [language state, mean feature, word]: the language RNN's weights reach the
+    second step's attention weights (the feedback that makes it top-down), not the first's."""
+    torch.manual_seed(0)
+    dec = make("updown")
+    enc, tokens = image(B=1, T=4), torch.randint(4, V, (1, 3))
+    out = dec(enc, tokens)
+    first = torch.autograd.grad(out.attention[0, 0, 0], dec.language_rnn.weight_ih, allow_unused=True, retain_graph=True)[0]
+    second = torch.autograd.grad(out.attention[0, 1, 0], dec.language_rnn.weight_ih)[0]
+    assert first is None or not first.abs().sum()
+    assert second.abs().sum() > 0

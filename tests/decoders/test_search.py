@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from decoders.caption import CaptionDecoder, ShowAttendTellDecoder, TokenDecoder
-from decoders.search import beam_search, sample
+from decoders.caption import CaptionDecoder, ShowAttendTellDecoder, TokenDecoder, UpDownDecoder
+from decoders.search import beam_search, sample, sample_with_log_probs
 from encoders.base import Encoded
 
 PAD, BOS, EOS, A, B, C = range(6)
@@ -53,11 +53,13 @@ def test_beam_width_one_is_greedy():
     torch.testing.assert_close(greedy.scores, beam.scores)
 
 
-@pytest.mark.parametrize("decoder", ["plain", "sat"])
+@pytest.mark.parametrize("decoder", ["plain", "sat", "updown"])
 def test_batched_beam_equals_one_image_at_a_time(decoder):
     torch.manual_seed(0)
     if decoder == "sat":
         dec = ShowAttendTellDecoder(4, 9, embed_dim=5, hidden_dim=8, attn_dim=3).eval()
+    elif decoder == "updown":
+        dec = UpDownDecoder(4, 9, embed_dim=5, hidden_dim=8, attn_dim=3).eval()
     else:
         dec = CaptionDecoder(4, 9, embed_dim=5, hidden_dim=8).eval()
     enc = Encoded(torch.randn(4, 6, 4), None)
@@ -66,7 +68,7 @@ def test_batched_beam_equals_one_image_at_a_time(decoder):
         alone = beam_search(dec, Encoded(enc.seq[i : i + 1], None), 1, 2, 8, beam_size=3, length_penalty=0.7)
         assert torch.equal(alone.tokens[0], batched.tokens[i])
         torch.testing.assert_close(alone.scores[0], batched.scores[i])
-        if decoder == "sat":
+        if decoder != "plain":
             torch.testing.assert_close(alone.attention[0], batched.attention[i])
 
 
@@ -86,3 +88,28 @@ def test_sampling_with_temperature_is_seeded_and_varies():
              for s in (0, 0, 1)]
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
     assert {A, B} == set(draws[0][:, 0].tolist())
+
+
+@pytest.mark.parametrize("decoder", ["plain", "updown"])
+def test_sampling_with_log_probs_matches_teacher_forcing_of_the_samples(decoder):
+    """SCST's rollout: K samples per image (adjacent rows), and the log-probability it keeps for each token is
+    what teacher forcing of that sample gives, with a gradient."""
+    torch.manual_seed(0)
+    dec = (UpDownDecoder(4, 9, embed_dim=5, hidden_dim=8, attn_dim=3) if decoder == "updown"
+           else CaptionDecoder(4, 9, embed_dim=5, hidden_dim=8)).eval()
+    enc = Encoded(torch.randn(2, 3, 4), None)
+    out = sample_with_log_probs(dec, enc, 1, 2, 6, samples_per_image=3, generator=torch.Generator().manual_seed(0))
+    assert out.generated.tokens.shape == (6, 6) and out.log_probs.requires_grad
+    L = out.log_probs.shape[1]
+    steps = torch.arange(L)[None]
+    torch.testing.assert_close(out.mask, steps <= out.generated.lengths[:, None])  # tokens up to and incl. <eos>
+    # teacher-force each sample: <bos> + its tokens (the <eos> position holds pad in `tokens`, so put it back)
+    targets = out.generated.tokens[:, :L].clone()
+    ended = out.generated.lengths < L
+    targets[ended, out.generated.lengths[ended]] = 2
+    inputs = torch.cat([torch.full((6, 1), 1), targets[:, :-1]], dim=1)
+    repeated = Encoded(enc.seq.repeat_interleave(3, dim=0), None)
+    logp = dec(repeated, inputs).logits.log_softmax(-1).gather(2, targets[..., None]).squeeze(-1)
+    torch.testing.assert_close(out.log_probs, logp * out.mask, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.generated.scores, (logp * out.mask).sum(1), atol=1e-5, rtol=1e-4)
+    assert torch.all(out.entropy[out.mask] > 0) and torch.all(out.entropy[~out.mask] == 0)
