@@ -1,5 +1,5 @@
-"""Future-frame prediction (sequence-to-sequence): ConvLSTM encoder-forecaster, MSE/MAE/SSIM/PSNR against
-two trivial baselines (copy the last input frame, predict blank frames) measured in the same run."""
+"""Future-frame prediction (sequence-to-sequence): ConvLSTM / PredRNN-family encoder-forecaster, MSE/MAE/SSIM/PSNR
+against two trivial baselines (copy the last input frame, predict blank frames) measured in the same run."""
 from __future__ import annotations
 
 import json
@@ -103,6 +103,17 @@ class FramePredictionTask(SequenceTask):
         sampling_start: fraction of training (steps or max_time, whichever is nearer) before which the truth is fed.
         sampling_end: fraction of training from which the probability is `sampling_max`.
         sampling_max: final probability of feeding the model's own prediction.
+        reverse_scheduled_sampling: PredRNN-V2's reverse scheduled sampling: in training, each observed frame after
+            the first is replaced by the model's own prediction of it with a probability that falls from
+            `reverse_sampling_max` to 0 (the chance of reading the true frame rises to 1, as at evaluation), so the
+            encoder learns early to work from its own predictions; logged as train/reverse_sampling_prob.
+            Evaluation always reads the true observed frames.
+        reverse_sampling_schedule: the shape of the fall (`sampling_schedule`'s shapes, mirrored): exponential
+            falls fast first, as the paper's 0.5 exp(-k / alpha) (flat to 31 % of training, ~0 by 45 % there;
+            the defaults come close).
+        reverse_sampling_start: fraction of training up to which the probability stays `reverse_sampling_max`.
+        reverse_sampling_end: fraction of training from which it is 0.
+        reverse_sampling_max: the starting probability (0.5 in the paper).
     """
 
     main_metric = "val/mse"
@@ -121,6 +132,11 @@ class FramePredictionTask(SequenceTask):
         sampling_start: float = 0.0,
         sampling_end: float = 0.7,
         sampling_max: float = 1.0,
+        reverse_scheduled_sampling: bool = False,
+        reverse_sampling_schedule: SamplingSchedule = "exponential",
+        reverse_sampling_start: float = 0.3,
+        reverse_sampling_end: float = 0.9,
+        reverse_sampling_max: float = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -130,6 +146,12 @@ class FramePredictionTask(SequenceTask):
         self.l1_weight, self.context_weight = l1_weight, context_weight
         self.schedule = (sampling_schedule, sampling_start, sampling_end, sampling_max)
         sampling_probability(0.0, *self.schedule)  # fail at start-up on a bad schedule
+        self.reverse_schedule = (reverse_sampling_schedule, reverse_sampling_start, reverse_sampling_end,
+                                 reverse_sampling_max) if reverse_scheduled_sampling else None
+        if self.reverse_schedule:
+            if not 0.0 < reverse_sampling_max <= 1.0:
+                raise ValueError(f"reverse_sampling_max must be in (0, 1], got {reverse_sampling_max}")
+            sampling_probability(0.0, *self.reverse_schedule)
 
     def build_metrics(self, stage: Stage) -> dict[str, Metric]:
         return {"frames": FrameErrors()}
@@ -148,13 +170,25 @@ class FramePredictionTask(SequenceTask):
     def compute_loss(self, batch: FrameBatch, stage: Stage) -> tuple[Tensor, Tensor | None]:
         observed, future = self.split(batch.frames)
         if stage == "train":
-            forecast = self.decoder(observed, self.output_frames, targets=future, sampling_prob=self.sampling_prob(*self.schedule))
-        else:  # evaluation never sees the future frames: they are only compared against
+            forecast = self.decoder(observed, self.output_frames, targets=future,
+                                    sampling_prob=self.sampling_prob(*self.schedule),
+                                    reverse_sampling_prob=self.reverse_sampling_prob())
+        else:  # evaluation never sees the future frames (they are only compared against) and reads true observed ones
             forecast = self.decoder(observed, self.output_frames)
         loss = self.frame_loss(forecast.future, future) + forecast.aux_loss  # + PredRNN-V2's decoupling loss if weighted
         if self.context_weight and forecast.context.shape[1]:
             loss = loss + self.context_weight * self.frame_loss(forecast.context, observed[:, 1:])
         return loss, forecast.future
+
+    def reverse_sampling_prob(self) -> float:
+        """Reverse scheduled sampling: the probability, now, of reading an observed frame's own prediction instead of
+        the frame; falls from `reverse_sampling_max` to 0. 0 when it is off."""
+        if self.reverse_schedule is None:
+            return 0.0
+        schedule, start, end, max_prob = self.reverse_schedule
+        prob = max_prob * (1.0 - sampling_probability(self.training_progress(), schedule, start, end))
+        self.log("train/reverse_sampling_prob", prob, on_step=True, on_epoch=False)
+        return prob
 
     def frame_loss(self, pred: Tensor, truth: Tensor) -> Tensor:
         return F.mse_loss(pred, truth) + (self.l1_weight * F.l1_loss(pred, truth) if self.l1_weight else 0.0)

@@ -109,6 +109,7 @@ register(TaskSpec(
     test_size_arg="--data.num_test_sequences",
     media={"val/strip_0": "images/separated", "val/animation_0": "video-file"},
     shipped_check=("--data.num_test_sequences", "64"), shipped_bound=0.85,
+    variants={"frames_predrnn.yaml": ()},
 ))
 register(TaskSpec(
     name="charlm", task="apps.charlm.CharLMTask", metric="test/bpc", higher_is_better=False,

@@ -1,5 +1,6 @@
 """ConvLSTM (Shi et al. 2015), PredRNN's spatiotemporal LSTM (Wang et al. 2017, with PredRNN-V2's decoupling
-loss, 2021) and an encoder-forecaster that predicts future video frames with either.
+loss, 2021), PredRNN++'s causal LSTM and gradient highway (Wang et al. 2018), and an encoder-forecaster that
+predicts future video frames with any of them (`RECURRENT_CORES`).
 
 The forecaster works on a coarse grid: a frame (C, H, W) is folded into patches (space-to-depth, "patch size 4"
 in PredRNN/OpenSTL) and embedded by a convolution, stacked ConvLSTM layers step over time on that grid, and a
@@ -150,6 +151,93 @@ class PredRNN(nn.Module):
         return torch.stack(terms).mean() if terms else None
 
 
+class CausalLSTMCell(nn.Module):
+    """PredRNN++'s causal LSTM (Wang et al. 2018): the temporal memory C and the spatiotemporal memory M in cascade,
+    M's gates reading the new C (not the old one, as the ST-LSTM's do), so the spatial path is deeper per step.
+
+    x (B, in, h, w), h, c (B, hidden, h, w), m (B, hidden, h, w) -> new h, c, m. Gates as in the authors' code
+    (OpenSTL `CausalLSTMCell`): a tanh output gate, M's forget gate applied to tanh(W * M).
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"CausalLSTMCell needs an odd kernel_size (same padding), got {kernel_size}")
+        pad, hid = kernel_size // 2, hidden_channels
+        self.hidden_channels = hid
+        self.conv_x = nn.Conv2d(in_channels, 7 * hid, kernel_size, padding=pad)  # i f g (C), i' f' g' (M), o
+        self.conv_h = nn.Conv2d(hid, 4 * hid, kernel_size, padding=pad, bias=False)  # i f g o
+        self.conv_c = nn.Conv2d(hid, 3 * hid, kernel_size, padding=pad, bias=False)  # i f g from the old C
+        self.conv_m = nn.Conv2d(hid, 3 * hid, kernel_size, padding=pad, bias=False)  # i' f' and M's candidate
+        self.conv_c2m = nn.Conv2d(hid, 4 * hid, kernel_size, padding=pad, bias=False)  # i' f' g' o from the NEW C
+        self.conv_om = nn.Conv2d(hid, hid, kernel_size, padding=pad, bias=False)  # o from the new M
+        self.conv_last = nn.Conv2d(2 * hid, hid, 1, bias=False)
+        with torch.no_grad():  # both forget gates start open
+            self.conv_x.bias[hid : 2 * hid].fill_(1.0)
+            self.conv_x.bias[4 * hid : 5 * hid].fill_(1.0)
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        i_x, f_x, g_x, i_xm, f_xm, g_xm, o_x = self.conv_x(x).chunk(7, dim=1)
+        i_h, f_h, g_h, o_h = self.conv_h(h).chunk(4, dim=1)
+        i_c, f_c, g_c = self.conv_c(c).chunk(3, dim=1)
+        i_m, f_m, m_m = self.conv_m(m).chunk(3, dim=1)
+        c = torch.sigmoid(f_x + f_h + f_c) * c + torch.sigmoid(i_x + i_h + i_c) * torch.tanh(g_x + g_h + g_c)
+        i_cm, f_cm, g_cm, o_c = self.conv_c2m(c).chunk(4, dim=1)  # the cascade: M's gates read the new C
+        m = torch.sigmoid(f_xm + f_m + f_cm) * torch.tanh(m_m) + torch.sigmoid(i_xm + i_m + i_cm) * torch.tanh(g_xm + g_cm)
+        o = torch.tanh(o_x + o_h + o_c + self.conv_om(m))
+        h = o * torch.tanh(self.conv_last(torch.cat([c, m], dim=1)))
+        return h, c, m
+
+
+class GradientHighwayUnit(nn.Module):
+    """PredRNN++'s GHU: a gated highway state z, z' = u * tanh(P) + (1 - u) * z with u, P convolutions of [x, z], so
+    gradients can skip the deep per-step path of the causal LSTMs. x (B, C, h, w), z (B, C, h, w) -> new z."""
+
+    def __init__(self, channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2 * channels, 2 * channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        p, u = self.conv(torch.cat([x, z], dim=1)).chunk(2, dim=1)
+        u = torch.sigmoid(u)
+        return u * torch.tanh(p) + (1 - u) * z
+
+
+class PredRNNPlusPlus(nn.Module):
+    """PredRNN++: stacked causal LSTMs with PredRNN's zigzag M, and a gradient highway unit between the first two
+    layers (layer 2 reads the highway state z instead of layer 1's h). States are (per-layer (h, c), m, z); the
+    same `step`/`forward` interface as `ConvLSTM`."""
+
+    def __init__(self, in_channels: int, hidden_channels: list[int], kernel_size: int = 3) -> None:
+        super().__init__()
+        if len(hidden_channels) < 2 or len(set(hidden_channels)) != 1:
+            raise ValueError(f"PredRNN++ needs at least two layers (its gradient highway sits between the first two) "
+                             f"of equal hidden channels (its M memory flows through all), got {hidden_channels}")
+        ins = [in_channels, *hidden_channels[:-1]]
+        self.cells = nn.ModuleList(CausalLSTMCell(i, h, kernel_size) for i, h in zip(ins, hidden_channels))
+        self.highway = GradientHighwayUnit(hidden_channels[0], kernel_size)
+        self.out_channels = hidden_channels[-1]
+
+    def step(self, x: Tensor, states=None) -> tuple[Tensor, tuple[list[CellState], Tensor, Tensor]]:
+        if states is None:
+            zeros = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
+            states = ([(zeros, zeros)] * len(self.cells), zeros, zeros)
+        layers, m, z = states
+        new_layers = []
+        for k, (cell, (h, c)) in enumerate(zip(self.cells, layers)):
+            x, c, m = cell(x, h, c, m)
+            new_layers.append((x, c))
+            if k == 0:
+                x = z = self.highway(x, z)  # (B, hidden, h, w): what layer 2 reads
+        return x, (new_layers, m, z)
+
+    forward = ConvLSTM.forward
+
+
+RECURRENT_CORES = {"convlstm": ConvLSTM, "predrnn": PredRNN, "predrnn++": PredRNNPlusPlus}
+Cell = Literal["convlstm", "predrnn", "predrnn++"]
+
+
 class Forecast(NamedTuple):
     future: Tensor   # (B, T_out, C, H, W) predicted future frames in [0, 1]
     context: Tensor  # (B, T_in - 1, C, H, W) next-frame predictions made while reading the observed frames
@@ -159,10 +247,11 @@ class Forecast(NamedTuple):
 class ConvLSTMForecaster(nn.Module):
     """Encoder-forecaster for future frames: patch encoder -> stacked ConvLSTM -> patch decoder, one frame per step.
 
-    Step t reads frame t and predicts frame t+1. Over the observed frames the input is always the truth; over the
-    future it is the model's own previous prediction, except that in training (`targets` given) each sample
-    takes the true frame instead with probability 1 - `sampling_prob` (scheduled sampling). Without `targets`
-    nothing but the observed frames is read.
+    Step t reads frame t and predicts frame t+1. Over the observed frames the input is the truth, except that with
+    `reverse_sampling_prob` > 0 (PredRNN-V2's reverse scheduled sampling, training only) each sample reads its own
+    prediction of observed frame t >= 1 instead with that probability; over the future it is the model's own
+    previous prediction, except that in training (`targets` given) each sample takes the true frame instead with
+    probability 1 - `sampling_prob` (scheduled sampling). Without `targets` nothing but the observed frames is read.
 
     Args:
         frame_channels: channels of a frame (1 gray, 3 RGB); set from the data.
@@ -173,8 +262,9 @@ class ConvLSTMForecaster(nn.Module):
         encoder_kernel_size: kernel of the embedding convolution (and of the output convolution).
         advection_kernel: size k of the kernels that move the last frame's pixels (0: draw pixels only).
         num_advection_kernels: kernels (moved copies of the last frame) per sequence.
-        cell: convlstm (Shi et al. 2015) or predrnn (spatiotemporal LSTM with the zigzag memory, Wang et al. 2017;
-            equal hidden channels in every layer).
+        cell: convlstm (Shi et al. 2015), predrnn (spatiotemporal LSTM with the zigzag memory, Wang et al. 2017;
+            equal hidden channels in every layer) or predrnn++ (causal LSTM + gradient highway, Wang et al. 2018;
+            equal hidden channels, at least two layers).
         decoupling_weight: PredRNN-V2's decoupling loss weight (predrnn only; 0 = PredRNN without it).
     """
 
@@ -188,7 +278,7 @@ class ConvLSTMForecaster(nn.Module):
         encoder_kernel_size: int = 3,
         advection_kernel: int = 9,
         num_advection_kernels: int = 4,
-        cell: Literal["convlstm", "predrnn"] = "convlstm",
+        cell: Cell = "convlstm",
         decoupling_weight: float = 0.0,
     ) -> None:
         super().__init__()
@@ -205,7 +295,9 @@ class ConvLSTMForecaster(nn.Module):
             nn.Conv2d(folded, embed_channels, encoder_kernel_size, padding=pad),
             nn.LeakyReLU(0.2, inplace=True),
         )
-        self.rnn = (PredRNN if cell == "predrnn" else ConvLSTM)(embed_channels, hidden_channels, kernel_size)
+        if cell not in RECURRENT_CORES:
+            raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(RECURRENT_CORES)}")
+        self.rnn = RECURRENT_CORES[cell](embed_channels, hidden_channels, kernel_size)
         self.decoupling_weight = decoupling_weight
         if isinstance(self.rnn, PredRNN):
             self.rnn.collect_decoupling = decoupling_weight > 0
@@ -257,8 +349,11 @@ class ConvLSTMForecaster(nn.Module):
         future_len: int,
         targets: Tensor | None = None,
         sampling_prob: float = 1.0,
+        reverse_sampling_prob: float = 0.0,
     ) -> Forecast:
-        """frames (B, T_in, C, H, W) observed, targets (B, future_len, C, H, W) truth for teacher forcing or None."""
+        """frames (B, T_in, C, H, W) observed, targets (B, future_len, C, H, W) truth for teacher forcing or None;
+        reverse_sampling_prob: chance that an observed frame t >= 1 is replaced by the model's own prediction of it
+        (training only: the caller passes 0 at evaluation, where the observed frames are always the truth)."""
         self.check_frames(frames)
         B, T_in = frames.shape[:2]
         if targets is not None and targets.shape[1] < future_len - 1:
@@ -270,6 +365,10 @@ class ConvLSTMForecaster(nn.Module):
         for t in range(T_in + future_len - 1):
             if t < T_in:
                 frame, x = frames[:, t], observed[:, t]
+                if t and reverse_sampling_prob > 0.0:  # reverse scheduled sampling: read its own guess of frame t
+                    use_own = torch.rand(B, 1, 1, 1, device=frame.device) < reverse_sampling_prob
+                    frame = torch.where(use_own, predictions[-1], frame)
+                    x = torch.where(use_own, self.encoder(predictions[-1]), x)  # (B, E, h, w)
             else:
                 frame = predictions[-1]  # the model's prediction of frame t
                 if targets is not None and sampling_prob < 1.0:

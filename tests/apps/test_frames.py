@@ -22,8 +22,10 @@ TINY = [
 ]
 
 
-def tiny_task(**kwargs) -> FramePredictionTask:
-    decoder = lambda channels: ConvLSTMForecaster(channels, patch_size=4, embed_channels=8, hidden_channels=[8])  # noqa: E731
+def tiny_task(cell: str = "convlstm", **kwargs) -> FramePredictionTask:
+    hidden = [8] if cell == "convlstm" else [8, 8]  # PredRNN++'s highway needs two layers
+    decoder = lambda channels: ConvLSTMForecaster(channels, patch_size=4, embed_channels=8, hidden_channels=hidden,  # noqa: E731
+                                                  cell=cell)
     return FramePredictionTask(decoder=decoder, input_frames=4, output_frames=3, **kwargs)
 
 
@@ -51,9 +53,65 @@ def test_evaluation_reads_no_future_frames():
     assert loss != loss2  # while the loss does compare against the (changed) truth
 
 
-def test_overfitting_one_batch_drives_the_loss_down():
+@pytest.mark.parametrize("cell", ["convlstm", "predrnn", "predrnn++"])
+def test_evaluation_with_reverse_sampling_reads_true_observed_frames_and_no_future(cell):
+    """NaN future frames leave the forecast unchanged; reverse scheduled sampling (here at probability 1, which in
+    training would replace every observed frame after the first) is off at evaluation."""
     torch.manual_seed(0)
-    task = tiny_task(context_weight=0.0)
+    task = tiny_task(cell, reverse_scheduled_sampling=True, reverse_sampling_max=1.0).eval()
+    task.training_progress = lambda: 0.0  # the start of training: the reverse probability is at its maximum
+    frames = torch.rand(2, 7, 1, 16, 16)
+    poisoned = frames.clone()
+    poisoned[:, 4:] = float("nan")
+    with torch.no_grad():
+        _, outputs = task.compute_loss(FrameBatch(frames, ["a", "b"]), "val")
+        _, from_poisoned = task.compute_loss(FrameBatch(poisoned, ["a", "b"]), "test")
+        truth_read = task.decoder(frames[:, :4], 3).future  # every observed frame read as it is
+        own_read = task.decoder(frames[:, :4], 3, reverse_sampling_prob=1.0).future
+    assert torch.isfinite(outputs).all()
+    torch.testing.assert_close(from_poisoned, outputs)
+    torch.testing.assert_close(outputs, truth_read)
+    assert not torch.allclose(outputs, own_read)  # so the test could see reverse sampling if it leaked in
+
+
+def test_reverse_sampling_probability_falls_to_zero_and_is_logged(monkeypatch):
+    task = tiny_task(reverse_scheduled_sampling=True, reverse_sampling_schedule="exponential",
+                     reverse_sampling_start=0.2, reverse_sampling_end=0.6, reverse_sampling_max=0.5)
+    logged = {}
+    monkeypatch.setattr(task, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    probs = []
+    for step in range(11):
+        monkeypatch.setattr(task, "training_progress", lambda: step / 10)
+        probs.append(task.reverse_sampling_prob())
+        assert logged["train/reverse_sampling_prob"] == probs[-1]
+    assert probs[0] == probs[2] == 0.5 and probs[6] == probs[10] == 0.0  # flat, falling between start and end, 0
+    assert all(b <= a for a, b in zip(probs, probs[1:])) and 0.0 < probs[4] < 0.25  # exponential: fast first
+    assert tiny_task().reverse_sampling_prob() == 0.0  # off by default
+    with pytest.raises(ValueError, match="reverse_sampling_max must be in"):
+        tiny_task(reverse_scheduled_sampling=True, reverse_sampling_max=0.0)
+    with pytest.raises(ValueError, match="start < end"):
+        tiny_task(reverse_scheduled_sampling=True, reverse_sampling_start=0.5, reverse_sampling_end=0.5)
+
+
+def test_training_with_reverse_sampling_reads_its_own_predictions(monkeypatch):
+    torch.manual_seed(0)
+    task = tiny_task("predrnn", reverse_scheduled_sampling=True, reverse_sampling_max=1.0)
+    monkeypatch.setattr(task, "training_progress", lambda: 0.0)
+    monkeypatch.setattr(task, "log", lambda *a, **kw: None)
+    frames = torch.rand(2, 7, 1, 16, 16)
+    changed = frames.clone()
+    changed[:, 1:4] = torch.rand(2, 3, 1, 16, 16)  # every observed frame but the first
+    with torch.no_grad():
+        _, outputs = task.compute_loss(FrameBatch(frames, ["a", "b"]), "train")
+        _, outputs_changed = task.compute_loss(FrameBatch(changed, ["a", "b"]), "train")
+    # Future teacher forcing is random, so compare the first future frame: it follows the observed part only.
+    torch.testing.assert_close(outputs[:, 0], outputs_changed[:, 0])
+
+
+@pytest.mark.parametrize("cell", ["convlstm", "predrnn++"])
+def test_overfitting_one_batch_drives_the_loss_down(cell):
+    torch.manual_seed(0)
+    task = tiny_task(cell, context_weight=0.0)
     clip = torch.zeros(4, 7, 1, 16, 16)
     for t in range(7):  # a bright square moving right by two pixels per frame
         clip[:, t, :, 4:8, t * 2 : t * 2 + 4] = 1.0

@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from decoders.convlstm import ConvLSTM, ConvLSTMCell, ConvLSTMForecaster
+from decoders.convlstm import (
+    RECURRENT_CORES, CausalLSTMCell, ConvLSTM, ConvLSTMCell, ConvLSTMForecaster, PredRNNPlusPlus, SpatioTemporalLSTMCell,
+)
 from decoders.schedules import sampling_probability
 
 
@@ -113,7 +115,7 @@ def test_predrnn_memory_zigzags_up_the_stack_and_to_the_next_step():
         PredRNN(3, [6, 8])
 
 
-@pytest.mark.parametrize("cell,weight", [("predrnn", 0.0), ("predrnn", 0.1)])
+@pytest.mark.parametrize("cell,weight", [("predrnn", 0.0), ("predrnn", 0.1), ("predrnn++", 0.0)])
 def test_predrnn_forecaster_reads_no_future_and_learns(cell, weight):
     torch.manual_seed(0)
     model = ConvLSTMForecaster(1, patch_size=4, embed_channels=8, hidden_channels=[8, 8], cell=cell,
@@ -132,7 +134,7 @@ def test_predrnn_forecaster_reads_no_future_and_learns(cell, weight):
         assert isinstance(out.aux_loss, torch.Tensor) and 0 < out.aux_loss.item() <= weight
     else:
         assert out.aux_loss == 0.0
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(40):  # overfit one batch
         out = model(observed, 3, targets=truth, sampling_prob=0.0)
@@ -147,3 +149,88 @@ def test_predrnn_forecaster_reads_no_future_and_learns(cell, weight):
 def test_decoupling_loss_needs_predrnn():
     with pytest.raises(ValueError, match="needs cell: predrnn"):
         ConvLSTMForecaster(1, decoupling_weight=0.1)
+
+
+@pytest.mark.parametrize("cell", sorted(RECURRENT_CORES))
+def test_every_core_keeps_shapes_and_carries_state_across_halves(cell):
+    torch.manual_seed(0)
+    rnn = RECURRENT_CORES[cell](3, [6, 6]).eval()
+    x = torch.randn(2, 6, 3, 5, 5)
+    with torch.no_grad():
+        out, states = rnn(x)
+        first, mid = rnn(x[:, :3])
+        second, _ = rnn(x[:, 3:], mid)
+        fresh, _ = rnn(x[:, 3:])
+    assert out.shape == (2, 6, 6, 5, 5) and rnn.out_channels == 6
+    torch.testing.assert_close(torch.cat([first, second], dim=1), out)
+    assert not torch.allclose(fresh, second)  # the carried state matters
+
+
+@pytest.mark.parametrize("cell", sorted(RECURRENT_CORES))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_cell_forecasts_in_range_and_every_parameter_learns(cell, channels):
+    torch.manual_seed(0)
+    model = ConvLSTMForecaster(channels, patch_size=4, embed_channels=8, hidden_channels=[8, 8], cell=cell,
+                               decoupling_weight=0.1 if cell == "predrnn" else 0.0)
+    out = model(torch.rand(2, 5, channels, 16, 24), 3, targets=torch.rand(2, 3, channels, 16, 24), sampling_prob=0.5,
+                reverse_sampling_prob=0.5)
+    assert out.future.shape == (2, 3, channels, 16, 24) and out.context.shape == (2, 4, channels, 16, 24)
+    assert out.future.min() >= 0 and out.future.max() <= 1
+    (out.future.mean() + out.context.mean() + out.aux_loss).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient for {missing}"
+
+
+def test_causal_lstm_cascades_c_into_m_where_the_st_lstm_does_not():
+    torch.manual_seed(0)
+    x, h, c, m = (torch.randn(2, 4, 5, 5) for _ in range(4))
+    causal, st = CausalLSTMCell(4, 4), SpatioTemporalLSTMCell(4, 4)
+    with torch.no_grad():
+        h1, c1, m1 = causal(x, h, c, m)
+        _, _, m2 = causal(x, h, c + 1.0, m)
+        assert h1.shape == c1.shape == m1.shape == (2, 4, 5, 5) and h1.abs().max() < 1
+        assert not torch.allclose(m1, m2)  # M's gates read the new C
+        torch.testing.assert_close(st(x, h, c, m)[2], st(x, h, c + 1.0, m)[2])  # PredRNN's M does not
+
+
+def test_predrnn_plus_plus_second_layer_reads_the_highway_state():
+    torch.manual_seed(0)
+    rnn = PredRNNPlusPlus(3, [4, 4]).eval()
+    x = torch.randn(2, 2, 3, 5, 5)
+    with torch.no_grad():
+        _, states = rnn.step(x[:, 0])
+        layers, m, z = states
+        assert z.shape == (2, 4, 5, 5) and not torch.equal(z, layers[0][0])  # z is the GHU's, not layer 1's h
+        again, _ = rnn.step(x[:, 1], states)
+        other, _ = rnn.step(x[:, 1], (layers, m, z + 1.0))
+    assert not torch.allclose(again, other)
+    with pytest.raises(ValueError, match="at least two layers"):
+        PredRNNPlusPlus(3, [4])
+    with pytest.raises(ValueError, match="equal hidden channels"):
+        PredRNNPlusPlus(3, [4, 8])
+
+
+def test_forecaster_refuses_an_unknown_cell_and_decoupling_without_predrnn():
+    with pytest.raises(ValueError, match="unknown cell 'gru'; choose one of convlstm, predrnn, predrnn\\+\\+"):
+        ConvLSTMForecaster(1, cell="gru")
+    with pytest.raises(ValueError, match="needs cell: predrnn"):
+        ConvLSTMForecaster(1, hidden_channels=[4, 4], cell="predrnn++", decoupling_weight=0.1)
+
+
+@pytest.mark.parametrize("cell", sorted(RECURRENT_CORES))
+def test_reverse_sampling_one_reads_only_the_first_observed_frame(cell):
+    """Probability 1: every observed frame after the first is the model's own prediction, so changing them changes
+    nothing; probability 0 is the default and does read them."""
+    torch.manual_seed(0)
+    model = ConvLSTMForecaster(1, patch_size=4, embed_channels=8, hidden_channels=[8, 8], cell=cell).eval()
+    observed = torch.rand(2, 4, 1, 16, 16)
+    changed = observed.clone()
+    changed[:, 1:] = torch.rand(2, 3, 1, 16, 16)
+    with torch.no_grad():
+        own = model(observed, 3, reverse_sampling_prob=1.0)
+        own_changed = model(changed, 3, reverse_sampling_prob=1.0)
+        default, zero = model(observed, 3), model(observed, 3, reverse_sampling_prob=0.0)
+    torch.testing.assert_close(own.future, own_changed.future)
+    torch.testing.assert_close(own.context, own_changed.context)
+    torch.testing.assert_close(default.future, zero.future)
+    assert not torch.allclose(default.future, own.future)
