@@ -62,16 +62,27 @@ class FrameErrors(Metric):
         return values | {"mse_vs_blank": values["mse"] / values["mse_blank"].clamp(min=1e-8)}
 
 
+STRIP_MARGIN = 70  # pixels left of the frames for the row names
+
+
 def strip(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, gap: int = 2) -> np.ndarray:
     """(T_in, H, W, 3), (T_out, H, W, 3) x 2 -> one picture: input | truth | prediction, one row each (input |
-    prediction when the truth is unknown)."""
-    rows = (inputs, pred) if truth is None else (inputs, truth, pred)
-    T, H, W = max(map(len, rows)), inputs.shape[1], inputs.shape[2]
-    canvas = np.full((len(rows) * H + (len(rows) - 1) * gap, T * (W + gap) - gap, 3), 128, np.uint8)
-    for row, frames in enumerate(rows):
+    prediction when the truth is unknown), each row named in a margin on the left."""
+    from PIL import Image, ImageDraw
+
+    named = [("input", inputs), ("prediction", pred)] if truth is None else [("input", inputs), ("truth", truth), ("prediction", pred)]
+    T, H, W = max(len(f) for _, f in named), inputs.shape[1], inputs.shape[2]
+    canvas = np.full((len(named) * H + (len(named) - 1) * gap, STRIP_MARGIN + T * (W + gap) - gap, 3), 128, np.uint8)
+    canvas[:, :STRIP_MARGIN] = 255
+    for row, (_, frames) in enumerate(named):
         for t, frame in enumerate(frames):
-            canvas[row * (H + gap) : row * (H + gap) + H, t * (W + gap) : t * (W + gap) + W] = frame
-    return canvas
+            x = STRIP_MARGIN + t * (W + gap)
+            canvas[row * (H + gap) : row * (H + gap) + H, x : x + W] = frame
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for row, (name, _) in enumerate(named):
+        draw.text((4, row * (H + gap) + H // 2 - 5), name, fill=(0, 0, 0))
+    return np.asarray(picture)
 
 
 def animation(inputs: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, scale: int = 2) -> list[np.ndarray]:

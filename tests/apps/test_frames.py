@@ -262,3 +262,16 @@ def test_a_bug_in_predict_keeps_its_traceback(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["rnnsuite", *predict_args(trained, tmp_path, "--data.predict_npy", str(tmp_path / "seen.npy"))])
     with pytest.raises(ValueError, match="a bug in predict_step"):
         main()
+
+
+def test_strip_rows_are_named_in_a_margin():
+    from apps.frames import STRIP_MARGIN, strip
+
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    with_truth, without = strip(frames, frames, frames), strip(frames, None, frames)
+    assert with_truth.shape == (3 * 16 + 2 * 2, STRIP_MARGIN + 3 * 18 - 2, 3) and without.shape[0] == 2 * 16 + 2
+    for picture, rows in ((with_truth, 3), (without, 2)):
+        margin = picture[:, :STRIP_MARGIN]
+        for row in range(rows):  # text drawn beside every row, nothing over the frames
+            assert (margin[row * 18 : row * 18 + 16] < 128).any()
+        assert (picture[:16, STRIP_MARGIN:STRIP_MARGIN + 16] == 0).all()
