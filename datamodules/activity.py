@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from datamodules.augment import train_augmentation
 from datamodules.bad_samples import BadInputError, BadSampleError, BadSamplePolicy, warn_skipped
 from datamodules.feature_cache import FeatureTable, array_key, load_or_build
-from datamodules.base import MEAN, STD, SplitDataModule, cache_root, list_folder, read_predict_files
+from datamodules.base import MEAN, STD, SplitDataModule, cache_root, read_predict_files
 from datamodules.synthetic import motion_clips
 from datamodules.readers.ucf101 import (
     VIDEO_EXTENSIONS, FrameCache, VideoDecodeError, VideoRecord, index_videos, read_split, split_off_validation,
@@ -259,7 +259,7 @@ class ActivityDataModule(SplitDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
-            paths = read_predict_files(self.predict_dir, list_folder(self.predict_dir, VIDEO_EXTENSIONS, "video files"),
+            paths = read_predict_files(self.predict_dir, self.predict_paths(VIDEO_EXTENSIONS, "video files"),
                                        self._decode_for_predict, "video files", self.on_bad_sample, self.skipped["predict"])
             return VideoFolderDataset(paths, self.cache, self.num_frames)
         if self.video_root is not None:

@@ -103,6 +103,24 @@ class SplitDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.feature_source: Any = None  # a FeatureSource once the task caches its frozen encoder's output
         self.augment: Callable | None = None
+        self.predict_files: list[str] | None = None  # set by `predict_on` (the Python API) instead of a folder
+
+    def predict_on(self, **inputs: Any) -> None:
+        """Point `predict` at other inputs, one call after another (apps/api.py): constructor arguments that say
+        what predict reads (`predict_dir`, `predict_file`, `prompt`, ...) or `predict_files`, a list of files read
+        instead of a folder's; the predict dataset is built anew on its next use."""
+        for name, value in inputs.items():
+            if not hasattr(self, name):
+                raise AttributeError(f"{type(self).__name__} has no predict input {name!r}")
+            setattr(self, name, value)
+        self.datasets.pop("predict", None)
+        self.skipped["predict"] = []
+
+    def predict_paths(self, extensions: tuple[str, ...], what: str) -> list[str]:
+        """The files `predict` reads: `predict_files` when given (apps/api.py), else those of --data.predict_dir."""
+        if self.predict_files is not None:
+            return list(self.predict_files)
+        return list_folder(getattr(self, "predict_dir", None), extensions, what)
 
     def __str__(self) -> str:
         # LightningDataModule's __str__ builds every dataloader (so every split's data) to describe them, and

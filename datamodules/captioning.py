@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from datamodules.augment import train_augmentation
 from datamodules.bad_samples import (BadInputError, BadSampleError, BadSamplePolicy, SkippedBatch, SkippedSample,
                                      drop_skipped, load_or_skip, warn_skipped)
-from datamodules.base import MEAN, STD, SplitDataModule, list_folder, read_predict_files
+from datamodules.base import MEAN, STD, SplitDataModule, read_predict_files
 from datamodules.synthetic import scenes
 from datamodules.readers.coco import read_coco_captions
 from datamodules.feature_cache import FeatureTable, array_key, file_key, load_or_build
@@ -291,7 +291,7 @@ class CaptioningDataModule(SplitDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
-            paths = read_predict_files(self.predict_dir, list_folder(self.predict_dir, IMAGE_EXTENSIONS, "images"),
+            paths = read_predict_files(self.predict_dir, self.predict_paths(IMAGE_EXTENSIONS, "images"),
                                        lambda path: load_image(path, self.image_size), "images", self.on_bad_sample,
                                        self.skipped["predict"])
             return FolderDataset(paths, self.image_size)

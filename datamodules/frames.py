@@ -117,28 +117,44 @@ class FramesDataModule(SplitDataModule):
         self.counts = {"train": num_train_sequences, "val": num_val_sequences, "test": num_test_sequences}
         self.num_digits, self.frame_size, self.seed = num_digits, frame_size, seed
         self.arrays: dict[str, np.ndarray] = {}
-        lengths = tuple(sorted({20, input_frames, self.seq_len}))  # what marks a time-first (T, N, H, W) array
         for split, path in self.paths.items():
             if path is not None:  # read now: frame_channels must be known before the model is built
-                self.arrays[split] = self._checked(read_frames(path, npy_layout, lengths), path, split)
+                self.arrays[split] = self._read(split, path)
         if "train" in self.arrays and "val" not in self.arrays:
             n_val = min(num_val_sequences, len(self.arrays["train"]) // 10)
             if n_val == 0:
                 raise BadInputError(f"{train_npy}: too few sequences to hold out validation ones; pass --data.val_npy")
             self.arrays["train"], self.arrays["val"] = self.arrays["train"][:-n_val], self.arrays["train"][-n_val:]
         if frame_channels is not None:  # the model's: a file of the other kind cannot be read by it
-            for split, array in self.arrays.items():
-                if array.shape[-1] != frame_channels:
-                    raise BadInputError(
-                        f"{self.source(split)}: frames have {array.shape[-1]} channels, but this model reads "
-                        f"{frame_channels}-channel frames; convert them ({'gray: one channel' if frame_channels == 1 else 'RGB'})"
-                    )
             self.frame_channels = frame_channels
+            for split in self.arrays:
+                self._check_channels(split)
         else:
             channels = {a.shape[-1] for a in self.arrays.values()} or {1}
             if len(channels) > 1:
                 raise BadInputError(f"the frame files mix 1- and 3-channel frames ({self.paths}); use one kind throughout")
             self.frame_channels = channels.pop()
+
+    def _read(self, split: str, path: str) -> np.ndarray:
+        lengths = tuple(sorted({20, self.input_frames, self.seq_len}))  # what marks a time-first (T, N, H, W) array
+        return self._checked(read_frames(path, self.npy_layout, lengths), path, split)
+
+    def _check_channels(self, split: str) -> None:
+        channels = self.arrays[split].shape[-1]
+        if channels != self.frame_channels:
+            raise BadInputError(
+                f"{self.source(split)}: frames have {channels} channels, but this model reads {self.frame_channels}-"
+                f"channel frames; convert them ({'gray: one channel' if self.frame_channels == 1 else 'RGB'})"
+            )
+
+    def predict_on(self, **inputs: Any) -> None:
+        """A new `predict_npy` is read and checked at once, as the constructor reads one."""
+        super().predict_on(**{name: value for name, value in inputs.items() if name != "predict_npy"})
+        if "predict_npy" in inputs:
+            self.paths["predict"] = inputs["predict_npy"]
+            self.skipped["predict"] = []
+            self.arrays["predict"] = self._read("predict", inputs["predict_npy"])
+            self._check_channels("predict")
 
     @property
     def seq_len(self) -> int:

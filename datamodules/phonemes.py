@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from datamodules.bad_samples import (
     BadInputError, BadSampleError, BadSamplePolicy, SkippedBatch, drop_skipped, handle, load_or_skip, warn_skipped,
 )
-from datamodules.base import SplitDataModule, list_folder, read_predict_files
+from datamodules.base import SplitDataModule, read_predict_files
 from datamodules.synthetic.speech_corpus import generate_corpus
 from datamodules.readers.speech import (
     TIMIT_61_TO_39,
@@ -236,7 +236,7 @@ class PhonemeDataModule(SplitDataModule):
 
     def build_dataset(self, split: str) -> Dataset:
         if split == "predict":
-            paths = read_predict_files(self.predict_dir, list_folder(self.predict_dir, AUDIO_EXTENSIONS, "audio files"),
+            paths = read_predict_files(self.predict_dir, self.predict_paths(AUDIO_EXTENSIONS, "audio files"),
                                        lambda path: read_audio(path, self.sample_rate), "audio files",
                                        self.on_bad_sample, self.skipped["predict"])
             return FileDataset([SpeechRecord(p, [], os.path.basename(p)) for p in paths], self.sample_rate, on_bad_sample=None)
