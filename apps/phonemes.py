@@ -121,5 +121,22 @@ class PhonemeTask(SequenceTask):
     def predict_step(self, batch: PhonemeBatch, batch_idx: int) -> dict[str, dict[str, Any]]:
         log_probs, steps = self(batch.audio, batch.audio_lengths)
         hypotheses = self.decode(log_probs, steps, self.beam_width)
+        ipa = self.ipa_symbols()
         return {utt: {"phonemes": " ".join(hyp), "segments": self.align(log_probs[b, : steps[b]], hyp)}
+                | ({"ipa": " ".join(ipa[p] for p in hyp)} if ipa else {})
                 for b, (utt, hyp) in enumerate(zip(batch.ids, hypotheses))}
+
+    def ipa_symbols(self) -> dict[str, str] | None:
+        """Each output phoneme's IPA symbol when the model speaks espeak-ng's inventory (the generated corpus;
+        datamodules/synthetic/speech_corpus.py `phoneme_legend`), else None (TIMIT or your own labels)."""
+        if not hasattr(self, "_ipa"):
+            import subprocess
+
+            from datamodules.synthetic.speech_corpus import phoneme_legend
+
+            try:
+                legend = phoneme_legend()
+            except (ImportError, OSError, RuntimeError, subprocess.CalledProcessError):  # no espeak-ng: mnemonics alone
+                legend = {}
+            self._ipa = {p: legend[p][0] for p in self.phonemes} if set(self.phonemes) <= set(legend) else None
+        return self._ipa

@@ -24,6 +24,7 @@ _CHARS_UTF8 = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_PHONEME = 7
 _PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA instead of espeak's ASCII mnemonics
 
 STRESS_MARKS = "',%=!"  # primary/secondary/unstressed/... marks espeak writes before a vowel
 VARIANTS_MALE = [f"m{i}" for i in range(1, 8)]
@@ -112,6 +113,39 @@ class Synthesizer:
                 self._events.append((events[i].id.string.decode("ascii", "replace"), events[i].sample))
             i += 1
         return 0
+
+    def transcribe(self, text: str, voice: str = "en-us") -> list[tuple[str, str, str]]:
+        """`text` -> [(word as written in espeak's mnemonics, phoneme label, its IPA symbol)] for every phoneme,
+        from espeak-ng's own transcriber run twice (mnemonics, then IPA) with a separator between phonemes, so the
+        two transcriptions align phoneme by phoneme. Afterwards the library drops words from the next synthesis
+        (a state espeak-ng's transcriber leaves behind): call it only in a process that does not speak
+        (`phoneme_legend` runs it in a child process)."""
+        lib = self.lib
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+
+        def run(mode: int) -> list[str]:
+            buffer = ctypes.create_string_buffer(text.encode("utf-8"))
+            pointer, words = ctypes.c_void_p(ctypes.addressof(buffer)), []
+            while pointer.value:  # one clause per call
+                words += lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, mode).decode("utf-8", "replace").split()
+            return words
+
+        with self._lock:
+            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise ValueError(f"espeak-ng has no voice {voice!r}")
+            separated = ord("|") << 8
+            mnemonic, ipa = run(separated), run(separated | _PHONEMES_IPA)
+        triples = []
+        for word, word_ipa in zip(mnemonic, ipa):
+            names, symbols = word.split("|"), word_ipa.split("|")
+            if len(names) != len(symbols):
+                continue  # the two transcriptions disagree on this word: leave it out
+            for name, symbol in zip(names, symbols):
+                label = clean_phoneme(name)
+                if label is not None:
+                    triples.append((word.replace("|", ""), label, symbol.strip("ˈˌ")))
+        return triples
 
     def speak(self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, sample_rate: int = 16000) -> Utterance:
         """Synthesise `text` with `voice` (e.g. "en-us", "en-us-nyc+f2"), `rate` in words/minute, `pitch` 0..100."""

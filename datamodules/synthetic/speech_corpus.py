@@ -3,6 +3,8 @@ library (`pydoc_data.topics`), spoken by espeak-ng (synthetic/espeak.py) with se
 rate and pitch drawn per utterance; cached on disk, keyed by every parameter."""
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
 import json
 import os
@@ -116,3 +118,43 @@ def _speak_split(synth, pool, n, voices, variants, rate_range, pitch_range, samp
         audio = (utt.audio.clamp(-1, 1) * 32767).round().to(torch.int16)
         items.append(dict(audio=audio, phonemes=utt.phonemes, starts=utt.starts, speaker=speaker, text=text))
     return items
+
+
+@functools.lru_cache(maxsize=1)
+def phoneme_legend() -> dict[str, tuple[str, str]]:
+    """espeak-ng label -> (its IPA symbol, an English example word), from espeak-ng's own transcriber (mnemonics and
+    IPA side by side, `Synthesizer.transcribe`) over the corpus's words: the IPA a label is written as most often,
+    and the most frequent word containing it. Computed once in a child process and cached on disk: espeak-ng's
+    transcriber leaves the library in a state in which the next synthesis drops words ("the cat" spoken as "cat"),
+    so it never runs in a process that speaks."""
+    path = os.path.join(cache_dir(), f"legend-{CORPUS_VERSION}.json")
+    if not os.path.isfile(path):
+        import subprocess
+        import sys
+
+        code = "import json, sys; from datamodules.synthetic.speech_corpus import _transcribe_legend; " \
+               "json.dump(_transcribe_legend(), sys.stdout)"
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+        os.makedirs(cache_dir(), exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(done.stdout)
+        os.replace(tmp, path)
+    with open(path, encoding="utf-8") as f:
+        return {label: tuple(v) for label, v in json.load(f).items()}
+
+
+def _transcribe_legend() -> dict[str, tuple[str, str]]:
+    """`phoneme_legend`'s work, in the child process."""
+    from datamodules.synthetic.espeak import Synthesizer
+
+    synth = Synthesizer.get()
+    words = collections.Counter(w for s in english_sentences() for w in re.findall(r"[a-z]+", s.lower()) if len(w) > 1)
+    symbols: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    examples: dict[str, str] = {}
+    for word, _ in words.most_common():  # most frequent first: the first word seen is the example
+        for _, label, ipa in synth.transcribe(word):
+            symbols[label][ipa] += 1
+            examples.setdefault(label, word)
+    return {label: (counts.most_common(1)[0][0], examples[label]) for label, counts in sorted(symbols.items())}

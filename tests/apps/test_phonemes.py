@@ -84,6 +84,9 @@ def test_cli_fit_test_and_predict_with_time_stamps(trained, tmp_path):
     assert set(result) == {"cat.wav"}
     phonemes, segments = result["cat.wav"]["phonemes"].split(), result["cat.wav"]["segments"]
     assert [s["phoneme"] for s in segments] == phonemes
+    from datamodules.synthetic.speech_corpus import phoneme_legend  # espeak's inventory: IPA beside the mnemonics
+
+    assert result["cat.wav"]["ipa"].split() == [phoneme_legend()[p][0] for p in phonemes]
     starts = [s["start"] for s in segments]
     assert starts == sorted(starts) and all(0 <= s["start"] <= s["end"] <= 1.5 for s in segments)
 

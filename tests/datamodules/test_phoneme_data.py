@@ -1,3 +1,4 @@
+import re
 import json
 import wave
 
@@ -224,3 +225,20 @@ def test_given_inventory_means_nothing_is_generated_until_data_is_read(tmp_path,
     assert dm.phonemes == ["a", "b"] and not (tmp_path / "phonemes").exists()  # predict with a checkpoint stays cheap
     next(iter(dm.val_dataloader()))
     assert len(list((tmp_path / "phonemes").glob("espeak-*.pt"))) == 1
+
+
+def test_phoneme_legend_gives_ipa_and_an_example_and_the_readme_table_is_current():
+    from datamodules.synthetic.speech_corpus import phoneme_legend
+    from tests.conftest import CONFIGS
+
+    legend = phoneme_legend()
+    assert legend["T"] == ("θ", legend["T"][1]) and legend["S"][0] == "ʃ" and legend["N"][0] == "ŋ"
+    assert legend["tS"][0] == "tʃ" and legend["aI"][0] == "aɪ" and legend["D"][0] == "ð"
+    for label, (ipa, word) in legend.items():
+        assert ipa and word.isalpha()
+    # espeak's transcriber corrupts the next synthesis ("the cat" spoken as "cat"): it never runs in this process
+    assert Synthesizer.get().speak("the cat sat", "en-us").phonemes[:2] == ["D", "@2"]
+    readme = (CONFIGS.parent / "README.md").read_text()
+    cells = re.findall(r"`([^`]+)` \| (\S+) \((\w+)\)", "\n".join(l for l in readme.splitlines() if l.startswith("| `")))
+    table = {sym: (ipa, word) for sym, ipa, word in cells}
+    assert len(table) == 64 and all(legend[s] == v for s, v in table.items()), "regenerate the README's phoneme table"
