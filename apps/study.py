@@ -88,6 +88,14 @@ def delay_batch(B: int, T: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     return F.one_hot(symbols, K).float(), y
 
 
+def ahead_batch(B: int, T: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """At every step t < T - DELAY, the symbol DELAY steps ahead: x (B, T, K), y (B, T) with -100 (ignored) after."""
+    symbols = torch.randint(K, (B, T), generator=gen)
+    y = torch.full_like(symbols, -100)
+    y[:, :-DELAY] = symbols[:, DELAY:]
+    return F.one_hot(symbols, K).float(), y
+
+
 def next_symbol_batch(B: int, T: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """Padded sequences of lengths in [T/4, T]: at every valid step the next symbol, or K (end) at the last one.
     x (B, T, K) one-hot, zero on padding; y (B, T), -100 on padding; lengths (B,)."""
@@ -404,8 +412,49 @@ def packing(size: Size, out: str) -> Result:
     return r
 
 
+def depth(size: Size, out: str) -> Result:
+    r = Result("depth", "Bidirectional vs unidirectional, and stacking depth 1-3",
+               f"A step's label is the symbol {DELAY} steps ahead: a unidirectional RNN has not read it yet and stays "
+               f"at chance ({1 / K:.2f}) however deep it is; a bidirectional one reads it on its backward pass. Depth "
+               "multiplies the parameters and the time per step; what it buys at a fixed number of steps is measured.")
+    T, cell, configs = size.pad_length, "gru", [(d, n) for d in (False, True) for n in (1, 2, 3)]
+    acc, params, seconds = {c: [] for c in configs}, {}, {c: [] for c in configs}
+    for bidirectional, layers in configs:
+        for seed in range(size.seeds):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            model = StepModel(cell, K, size.hidden, K, num_layers=layers, bidirectional=bidirectional)
+            params[bidirectional, layers] = sum(p.numel() for p in model.parameters())
+
+            def loss() -> Tensor:
+                x, y = ahead_batch(size.batch, T, gen)
+                return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            start = time.perf_counter()
+            train(model, loss, size.steps // 2, clip=1.0)
+            seconds[bidirectional, layers].append(time.perf_counter() - start)
+            x, y = ahead_batch(500, T, torch.Generator().manual_seed(20_000 + seed))
+            acc[bidirectional, layers].append(accuracy(model(x), y))
+    name = lambda c: f"{'bidirectional' if c[0] else 'unidirectional'}, {c[1]} layer{'s' if c[1] > 1 else ''}"  # noqa: E731
+    line_chart(os.path.join(out, "depth_accuracy.png"),
+               [curve("bidirectional" if d else "unidirectional", [1, 2, 3],
+                      [[acc[d, n][s] for n in (1, 2, 3)] for s in range(size.seeds)]) for d in (False, True)],
+               f"accuracy of x[t+{DELAY}] against depth (chance {1 / K:.2f})", "layers",
+               "accuracy", y_range=(0.0, 1.02))
+    r.markdown += [
+        f"{cell.upper()}, hidden {size.hidden} per direction, sequences of {T}, {size.steps // 2} Adam steps (lr "
+        "1e-2, clipped to 1); accuracy over the steps with a label; training time on this machine's CPU (1 thread).",
+        "", "![](depth_accuracy.png)", "",
+        table(["model", "parameters", "accuracy", "training seconds"],
+              [[name(c), str(params[c]), pm(acc[c]), pm(seconds[c], 2)] for c in configs]),
+    ]
+    r.markdown.insert(0, "Measured: accuracy " + ", ".join(f"{mean_std(acc[c])[0]:.3f} ({name(c)})" for c in configs)
+                      + ".\n")
+    r.numbers = {"accuracy": {name(c): acc[c] for c in configs}, "params": {name(c): params[c] for c in configs}}
+    return r
+
+
 EXPERIMENTS: dict[str, Callable[[Size, str], Result]] = {
-    "vanishing": vanishing, "exploding": exploding, "sharing": sharing, "packing": packing,
+    "vanishing": vanishing, "exploding": exploding, "sharing": sharing, "packing": packing, "depth": depth,
 }
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from apps.cli import main
-from apps.study import EXPERIMENTS, MODES, next_symbol_batch, recall_batch
+from apps.study import EXPERIMENTS, MODES, ahead_batch, next_symbol_batch, recall_batch
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_report_has_every_experiment_its_rerun_command_and_its_charts(study):
 
 def test_every_number_is_finite_except_a_diverged_run(study):
     _, _, results = study
-    for name in ("vanishing", "sharing", "packing"):
+    for name in ("vanishing", "sharing", "packing", "depth"):
         values = list(_numbers(results[name]))
         assert values and all(math.isfinite(v) for v in values), name
 
@@ -88,10 +88,18 @@ def test_packing_leaves_valid_outputs_as_a_lone_run_and_padding_moves_the_backwa
     assert min(drift["padded"]["backward"]) > 1e-2
 
 
+def test_only_a_bidirectional_rnn_sees_the_symbol_ahead_at_any_depth(study):
+    acc = study[2]["depth"]["accuracy"]
+    for layers in ("1 layer", "2 layers", "3 layers"):
+        assert max(acc[f"unidirectional, {layers}"]) < 0.35 and min(acc[f"bidirectional, {layers}"]) > 0.6
+
+
 def test_synthetic_batches():
     gen = torch.Generator().manual_seed(0)
     x, y = recall_batch(8, 5, gen)
     assert x.shape == (8, 5, 4) and (x[:, 0].argmax(-1) == y).all() and x[:, 1:].abs().sum() == 0
+    x, y = ahead_batch(8, 6, gen)
+    assert (y[:, :-2] == x[:, 2:].argmax(-1)).all() and (y[:, -2:] == -100).all()
     x, y, lengths = next_symbol_batch(8, 12, gen)
     for i, n in enumerate(lengths.tolist()):
         assert x[i, n:].abs().sum() == 0 and (y[i, n:] == -100).all() and y[i, n - 1] == 4
