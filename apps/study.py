@@ -45,9 +45,9 @@ class Size:
 MODES = {
     "quick": Size(seeds=3, hidden=16, batch=32, steps=120, lags=(5, 20), grad_lag=20, explode_steps=60,
                   eval_lengths=(10, 40), pad_length=16),
-    "default": Size(seeds=3, hidden=32, batch=64, steps=600, lags=(5, 10, 20, 30, 40), grad_lag=20,
+    "default": Size(seeds=3, hidden=32, batch=64, steps=1500, lags=(5, 10, 20, 30, 40), grad_lag=20,
                     explode_steps=300, eval_lengths=(10, 20, 50, 100, 200), pad_length=30),
-    "full": Size(seeds=5, hidden=64, batch=64, steps=2000, lags=(5, 10, 20, 40, 80), grad_lag=40,
+    "full": Size(seeds=5, hidden=64, batch=64, steps=4000, lags=(5, 10, 20, 40, 80), grad_lag=40,
                  explode_steps=1000, eval_lengths=(10, 20, 50, 100, 200, 500), pad_length=50),
 }
 
