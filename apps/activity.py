@@ -56,12 +56,38 @@ class ActivityTask(ClassifierTask):
 
     real_inputs = "real footage"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        clip = getattr(self.decoder, "clip_features", 0)
+        appearance = getattr(self.encoder, "appearance_dim", None)
+        if clip and appearance is not None and clip != appearance:
+            raise ValueError(f"decoder clip_features={clip}, but the encoder's appearance features are the first "
+                             f"{appearance} of each step; set clip_features: {appearance} (or 0)")
+
     def build_metrics(self, stage: Stage) -> dict[str, Metric]:
         return super().build_metrics(stage) | ({"video_acc": VideoAccuracy()} if stage == "test" else {})
 
     def forward(self, frames: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B, T, C, H, W) clips with (B,) valid lengths -> (B, num_classes) logits."""
         return self.decoder(self.encoder(frames, lengths))
+
+    def export_spec(self, datamodule: Any) -> Any:
+        """(B, T, 3, S, S) normalised frames, (B,) valid lengths -> (B, classes) logits."""
+        from apps.export import ExportSpec
+
+        T, S = datamodule.num_frames, datamodule.image_size
+
+        def examples(batch: int) -> dict[str, Tensor]:
+            g = torch.Generator().manual_seed(batch)
+            return {"frames": torch.randn(batch, T, 3, S, S, generator=g),
+                    "lengths": torch.tensor([T - (i % 2) * (T // 2) for i in range(batch)])}
+
+        return ExportSpec(lambda m, frames, lengths: (m["decoder"](m["encoder"](frames, lengths)),),
+                          {"encoder": self.encoder, "decoder": self.decoder}, examples(2), ["logits"],
+                          {"frames": {0: "batch"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
+                          {"labels": self.class_names, "frames": f"T={T} RGB frames spread over the clip, short side "
+                           f"resized to {S} and centre-cropped, scaled to [0, 1], minus mean, over std (per channel)",
+                           "mean": MEAN.flatten().tolist(), "std": STD.flatten().tolist()}, examples)
 
     def feature_source(self) -> FeatureSource:
         if not hasattr(self.encoder, "from_frame_features"):

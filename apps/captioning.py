@@ -124,6 +124,27 @@ class CaptioningTask(EncoderTask):
             return Encoded(batch.features, None)
         return self.encoder(batch.images)
 
+    def export_spec(self, datamodule: Any) -> Any:
+        """(B, 3, S, S) normalised images -> (B, max_caption_len) greedy token ids (<pad> after the end) and (B,)
+        caption lengths; beam search is not exported."""
+        from apps.export import ExportSpec
+
+        S = getattr(datamodule, "image_size", 224)
+        args = (self.vocab.bos_id, self.vocab.eos_id, self.max_caption_len)
+
+        def fn(m: nn.ModuleDict, images: Tensor) -> tuple[Tensor, Tensor]:
+            out = sample(m["decoder"], m["encoder"](images), *args, temperature=0.0, stop_early=False)
+            return out.tokens, out.lengths
+
+        def examples(batch: int) -> dict[str, Tensor]:
+            return {"images": torch.randn(batch, 3, S, S, generator=torch.Generator().manual_seed(batch))}
+
+        return ExportSpec(fn, {"encoder": self.encoder, "decoder": self.decoder}, examples(2), ["tokens", "lengths"],
+                          {"images": {0: "batch"}, "tokens": {0: "batch"}, "lengths": {0: "batch"}},
+                          {"vocab": self.vocab.tokens, "images": f"RGB resized to {S}x{S}, scaled to [0, 1], minus "
+                           "mean, over std (per channel)", "mean": MEAN.flatten().tolist(), "std": STD.flatten().tolist()},
+                          examples)
+
     def forward(self, images: Tensor) -> Generated:
         """(B, 3, H, W) images -> generated captions with the configured decoding."""
         return self.generate(self.encoder(images))

@@ -79,6 +79,32 @@ class CharLMTask(SequenceTask):
     def build_metrics(self, stage: Stage) -> MetricCollection:
         return MetricCollection({"bpc": BitsPerCharacter(), "ppl": Perplexity(), "unknown_chars": UnknownCharacters()})
 
+    def export_spec(self, datamodule: Any) -> Any:
+        """(B, T) character ids and the recurrent state -> (B, T, V) logits and the next state (zeros to start);
+        sampling the next character from the last logits and feeding it back stays with the caller."""
+        from apps.export import ExportSpec
+
+        with torch.no_grad():
+            _, state = self.decoder(torch.zeros(1, 1, dtype=torch.long))
+        names = ["h", "c"] if isinstance(state, tuple) else ["h"]
+        shapes = [s.shape for s in (state if isinstance(state, tuple) else (state,))]  # (layers, B, H)
+
+        def examples(batch: int) -> dict[str, Tensor]:
+            g = torch.Generator().manual_seed(batch)
+            chars = {"chars": torch.randint(1, len(self.alphabet), (batch, 16), generator=g)}
+            return chars | {n: torch.randn(s[0], batch, s[2], generator=g) for n, s in zip(names, shapes)}
+
+        def fn(m: nn.ModuleDict, chars: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+            logits, out = m["decoder"](chars, tuple(state) if len(state) == 2 else state[0])
+            return (logits, *(out if isinstance(out, tuple) else (out,)))
+
+        dynamic = {"chars": {0: "batch", 1: "steps"}, "logits": {0: "batch", 1: "steps"}}
+        dynamic |= {n: {1: "batch"} for n in names} | {f"{n}_out": {1: "batch"} for n in names}
+        return ExportSpec(fn, {"decoder": self.decoder}, examples(2), ["logits", *(f"{n}_out" for n in names)],
+                          dynamic, {"alphabet": self.alphabet, "chars": "ids of the characters in `alphabet` (0: any "
+                                    "other)", "state": f"{', '.join(names)}: zeros of {[list(s) for s in shapes]} "
+                                    "(batch 1) to start, then the previous call's outputs"}, examples)
+
     def forward(self, chars: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """(B, T) ids -> (B, T, V) logits and the final state."""
         return self.decoder(chars, state)

@@ -53,6 +53,11 @@ class SequenceTask(pl.LightningModule):
     #: datamodule attribute -> constructor argument, filled in by the CLI when both are built (vocabularies, labels)
     data_links: ClassVar[dict[str, str]] = {}
 
+    def export_spec(self, datamodule: Any) -> Any:
+        """This task's inference path for `python -m apps.export --format torchscript|onnx` (an apps.export.ExportSpec;
+        `datamodule` says the input sizes)."""
+        raise NotImplementedError(f"{type(self).__name__} has no TorchScript/ONNX export")
+
     def __init__(
         self,
         lr: float = 1e-3,

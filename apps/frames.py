@@ -174,6 +174,21 @@ class FramePredictionTask(SequenceTask):
             raise ValueError(f"sequences have {frames.shape[1]} frames; this model needs {need} (input + output frames)")
         return frames[:, : self.input_frames], frames[:, self.input_frames : need]
 
+    def export_spec(self, datamodule: Any) -> Any:
+        """(B, input_frames, C, H, W) observed frames in [0, 1] -> (B, output_frames, C, H, W) forecast."""
+        from apps.export import ExportSpec
+
+        C, S = self.hparams.get("frame_channels") or 1, getattr(datamodule, "frame_size", 64)
+
+        def examples(batch: int) -> dict[str, Tensor]:
+            return {"observed": torch.rand(batch, self.input_frames, C, S, S, generator=torch.Generator().manual_seed(batch))}
+
+        return ExportSpec(lambda m, observed: (m["decoder"](observed, self.output_frames).future,),
+                          {"decoder": self.decoder}, examples(2), ["forecast"],
+                          {"observed": {0: "batch"}, "forecast": {0: "batch"}},
+                          {"observed": f"{self.input_frames} frames, {C} channel(s) of {S}x{S} in [0, 1]",
+                           "output_frames": self.output_frames}, examples, onnx="dynamo")
+
     def forward(self, observed: Tensor) -> Tensor:
         """(B, input_frames, C, H, W) -> (B, output_frames, C, H, W): a rollout on the model's own predictions only."""
         return self.decoder(observed, self.output_frames).future

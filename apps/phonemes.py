@@ -71,6 +71,31 @@ class PhonemeTask(SequenceTask):
         steps = encoded.lengths if encoded.lengths is not None else torch.full((B,), T, dtype=torch.long, device=log_probs.device)
         return log_probs, steps
 
+    def export_spec(self, datamodule: Any) -> Any:
+        """(B, S) waveforms, (B,) lengths -> (B, T, P + 1) log-probabilities and (B,) valid steps (CTC: greedy
+        decoding = arg-max, merge repeats, drop the blank 0)."""
+        from apps.export import ExportSpec
+
+        rate = getattr(self.encoder, "sample_rate", 16000)
+
+        def examples(batch: int) -> dict[str, Tensor]:
+            g = torch.Generator().manual_seed(batch)
+            return {"audio": 0.1 * torch.randn(batch, rate, generator=g),
+                    "lengths": torch.tensor([rate - (i % 2) * rate // 3 for i in range(batch)])}
+
+        def fn(m: nn.ModuleDict, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+            encoded = m["encoder"](audio, lengths)
+            return m["decoder"](encoded).float().log_softmax(-1), encoded.lengths
+
+        dynamic = {"audio": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, "log_probs": {0: "batch", 1: "steps"},
+                   "steps": {0: "batch"}}
+        return ExportSpec(fn, {"encoder": self.encoder, "decoder": self.decoder}, examples(2), ["log_probs", "steps"],
+                          dynamic, {"phonemes": self.phonemes, "blank": 0, "sample_rate": rate,
+                                    "audio": f"mono waveform at {rate} Hz in [-1, 1], padded after `lengths`; "
+                                             "class i + 1 is phonemes[i]"}, examples,
+                          onnx="torch.onnx cannot express torchaudio's complex STFT (the TorchScript-based exporter), "
+                               "and torch.export stops at the variable-length packing (dynamo)")
+
     def decode(self, log_probs: Tensor, steps: Tensor, beam_width: int = 1) -> list[list[str]]:
         ids = greedy_decode(log_probs, steps) if beam_width <= 1 else beam_decode(log_probs, steps, beam_width)
         return [[self.phonemes[i - 1] for i in row] for row in ids]

@@ -73,6 +73,22 @@ class SentimentTask(ClassifierTask):
         """(B, T) word ids with (B,) lengths -> (B, num_classes) logits."""
         return self.decoder(self.encoder(tokens, lengths))
 
+    def export_spec(self, datamodule: Any) -> Any:
+        """(B, T) word ids, (B,) lengths -> (B, classes) logits."""
+        from apps.export import ExportSpec
+
+        def examples(batch: int) -> dict[str, Tensor]:
+            g = torch.Generator().manual_seed(batch)
+            return {"tokens": torch.randint(4, len(self.vocab), (batch, 12), generator=g),
+                    "lengths": torch.tensor([12 - (i % 2) * 5 for i in range(batch)])}
+
+        dynamic = {"tokens": {0: "batch", 1: "words"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
+        return ExportSpec(lambda m, tokens, lengths: (m["decoder"](m["encoder"](tokens, lengths)),),
+                          {"encoder": self.encoder, "decoder": self.decoder}, examples(2), ["logits"], dynamic,
+                          {"labels": self.class_names, "vocab": self.vocab.tokens,
+                           "tokens": "ids of the lower-cased words in `vocab` (unknown words: <unk>), padded with "
+                                     "<pad> after `lengths`"}, examples)
+
     def encode(self, batch: TextBatch) -> Encoded:
         return self.encoder(batch.tokens, batch.lengths)
 

@@ -19,6 +19,12 @@ from torch import Tensor, nn
 CellState = tuple[Tensor, Tensor]
 
 
+
+def zero_state(x: Tensor, channels: int) -> Tensor:
+    """Zeros (B, channels, h, w) shaped like x's batch and grid, from x itself rather than from its sizes as Python
+    numbers, so that a traced or ONNX export keeps the batch size free."""
+    return torch.zeros_like(x[:, :1]).expand(-1, channels, -1, -1)
+
 class ConvLSTMCell(nn.Module):
     """An LSTM whose gates are convolutions: all four gates come from ONE convolution over [x, h].
 
@@ -36,8 +42,7 @@ class ConvLSTMCell(nn.Module):
             self.conv.bias[hidden_channels : 2 * hidden_channels].fill_(1.0)
 
     def initial_state(self, x: Tensor) -> CellState:
-        B, _, H, W = x.shape
-        zeros = x.new_zeros(B, self.hidden_channels, H, W)
+        zeros = zero_state(x, self.hidden_channels)
         return zeros, zeros
 
     def forward(self, x: Tensor, state: CellState | None = None) -> CellState:
@@ -133,7 +138,7 @@ class PredRNN(nn.Module):
 
     def step(self, x: Tensor, states=None) -> tuple[Tensor, tuple[list[CellState], Tensor]]:
         if states is None:
-            zeros = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
+            zeros = zero_state(x, self.out_channels)
             states = ([(zeros, zeros)] * len(self.cells), zeros)
         layers, m = states
         new_layers = []
@@ -220,7 +225,7 @@ class PredRNNPlusPlus(nn.Module):
 
     def step(self, x: Tensor, states=None) -> tuple[Tensor, tuple[list[CellState], Tensor, Tensor]]:
         if states is None:
-            zeros = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
+            zeros = zero_state(x, self.out_channels)
             states = ([(zeros, zeros)] * len(self.cells), zeros, zeros)
         layers, m, z = states
         new_layers = []
@@ -327,10 +332,11 @@ class ConvLSTMForecaster(nn.Module):
         masks = F.pixel_shuffle(raw[1], p).softmax(dim=1)  # (B, n + 1, H, W)
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 2 hidden)
         kernels = self.kernel_head(pooled).view(B, 1, self.n, self.k**2).softmax(dim=-1)  # (B, 1, n, k*k)
-        weight = kernels.expand(B, C, self.n, self.k**2).reshape(B * C * self.n, 1, self.k, self.k)
-        # One group per (sequence, channel): each sequence's frame is moved by its own n kernels.
-        moved = F.conv2d(frame.reshape(1, B * C, H, W), weight, padding=self.k // 2, groups=B * C)
-        moved = moved.view(B, C, self.n, H, W)
+        # Each sequence's frame moved by its own n kernels: the k x k neighbourhood of every pixel (unfold, in
+        # conv2d's order) weighted by each kernel; the same as one grouped conv2d per (sequence, channel), written
+        # without the batch size in the layer (groups=B*C), so a traced or ONNX export takes any batch.
+        patches = F.unfold(frame.reshape(B * C, 1, H, W), self.k, padding=self.k // 2).view(B, C, self.k**2, H * W)
+        moved = torch.einsum("bnk,bckp->bcnp", kernels[:, 0], patches).view(B, C, self.n, H, W)
         return (moved * masks[:, None, : self.n]).sum(dim=2) + drawn * masks[:, None, self.n]
 
     def check_frames(self, frames: Tensor) -> None:

@@ -28,10 +28,11 @@ class Rollout(NamedTuple):
 
 def _rollout(
     decoder: TokenDecoder, state: CaptionState, bos_id: int, eos_id: int, max_len: int, temperature: float,
-    generator: torch.Generator | None, with_entropy: bool,
+    generator: torch.Generator | None, with_entropy: bool, stop_early: bool = True,
 ) -> Rollout:
     """Generate from `state` one token at a time: arg-max (temperature 0) or drawn from softmax(logits / temperature);
-    log-probabilities are the model's own (temperature 1), with autograd when it is on."""
+    log-probabilities are the model's own (temperature 1), with autograd when it is on. stop_early=False runs all
+    `max_len` steps (the same tokens: a finished row only adds padding), the fixed loop an exported model needs."""
     B, device = state.image.shape[0], state.image.device
     prev = torch.full((B,), bos_id, dtype=torch.long, device=device)
     tokens = torch.full((B, max_len), decoder.pad_id, dtype=torch.long, device=device)
@@ -55,9 +56,9 @@ def _rollout(
         attention.append(weights)
         newly_done = (prev == eos_id) & ~finished
         lengths[newly_done] = t
-        finished |= newly_done
+        finished = finished | newly_done
         tokens[:, t] = prev.masked_fill(finished, decoder.pad_id)
-        if bool(finished.all()):
+        if stop_early and bool(finished.all()):
             break
     log_probs_t = torch.stack(log_probs, dim=1)
     generated = Generated(tokens, lengths, _stack(attention, max_len), log_probs_t.detach().sum(1))
@@ -68,10 +69,11 @@ def _rollout(
 @torch.no_grad()
 def sample(
     decoder: TokenDecoder, encoded: Encoded, bos_id: int, eos_id: int, max_len: int,
-    temperature: float = 0.0, generator: torch.Generator | None = None,
+    temperature: float = 0.0, generator: torch.Generator | None = None, stop_early: bool = True,
 ) -> Generated:
     """temperature 0: greedy (arg-max each step); > 0: draw from softmax(logits / temperature)."""
-    return _rollout(decoder, decoder.start(encoded), bos_id, eos_id, max_len, temperature, generator, False).generated
+    return _rollout(decoder, decoder.start(encoded), bos_id, eos_id, max_len, temperature, generator, False,
+                    stop_early).generated
 
 
 def sample_with_log_probs(
@@ -125,7 +127,7 @@ def beam_search(
             attention = step_weights if attention is None else torch.cat([attention[source], step_weights], dim=1)
         newly_done = (next_tokens == eos_id) & ~finished
         lengths[newly_done] = t
-        finished |= newly_done
+        finished = finished | newly_done
         tokens[:, t] = next_tokens.masked_fill(finished, decoder.pad_id)
         prev = next_tokens.masked_fill(finished, decoder.pad_id)
         if bool(finished.all()):
