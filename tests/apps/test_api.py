@@ -140,3 +140,14 @@ def test_a_missing_input_and_a_file_that_is_not_a_checkpoint_are_named(tmp_path)
         load(str(REPO / "README.md"))
     with pytest.raises(ValueError, match="does not exist"):
         load(str(tmp_path / "none.ckpt"))
+
+
+def test_predictions_from_several_threads_are_each_their_own():
+    """A web demo calls one Predictor from several threads; they share its datamodule, so they take turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = load(ckpt("sentiment"))
+    sentences = ["dull, tedious and far too long", "a gorgeous, witty and moving film"] * 3
+    expected = [model.predict(s) for s in sentences]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(model.predict, sentences)) == expected
