@@ -62,6 +62,8 @@ class FrameEncoder(Encoder):
             raise ValueError(f"motion={motion} needs the previous frame; use frames=all")
         self.image_encoder, self.grid, self.frames, self.motion = image_encoder, grid, frames, motion
         self.out_dim = image_encoder.out_dim * grid * grid
+        #: with motion=correlation, each step's first `appearance_dim` features are the pooled appearance
+        self.appearance_dim = image_encoder.out_dim if motion == "correlation" else None
         if motion == "correlation":
             if grid != 1:
                 raise ValueError("motion=correlation adds its own regions (correlation_regions); use grid=1")

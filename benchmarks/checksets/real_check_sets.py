@@ -114,7 +114,8 @@ def write_mp4(path: str, frames: list[np.ndarray], fps: int = 10) -> None:
             container.mux(packet)
 
 
-def build_camera_motion(src: str, out: str, clips_per_group: int, length: int, size: int, seed: int) -> None:
+def build_camera_motion(src: str, out: str, clips_per_group: int, length: int, size: int, seed: int,
+                        test_groups: tuple[str, ...] = TEST_GROUPS) -> None:
     root, lists = os.path.join(out, "UCF-101"), os.path.join(out, "ucfTrainTestlist")
     os.makedirs(lists, exist_ok=True)
     train, test = [], []
@@ -126,7 +127,7 @@ def build_camera_motion(src: str, out: str, clips_per_group: int, length: int, s
             for c in range(1, clips_per_group + 1):
                 rel_clip = f"{name}/v_{name}_g{g:02d}_c{c:02d}.mp4"
                 write_mp4(os.path.join(root, rel_clip), motion_clip(frames, motion, rng, length, size))
-                (test if group in TEST_GROUPS else train).append((rel_clip, label + 1))
+                (test if group in test_groups else train).append((rel_clip, label + 1))
         print(f"camera_motion: {group} ({len(frames)} frames) -> {len(MOTIONS) * clips_per_group} clips", flush=True)
     names = ["".join(w.title() for w in m.split("_")) for m in MOTIONS]
     with open(os.path.join(lists, "classInd.txt"), "w") as f:
@@ -211,10 +212,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["camera_motion", "photos"], default=None)
+    parser.add_argument("--test_groups", default=",".join(TEST_GROUPS),
+                        help=f"videos held out for test, of {', '.join(sorted(VIDEOS))} (another set: other videos)")
+    parser.add_argument("--name", default="camera_motion", help="folder of the camera-motion set under --out")
     args = parser.parse_args()
     if args.only != "photos":
-        build_camera_motion(args.src, os.path.join(args.out, "camera_motion"), args.clips_per_group, args.frames,
-                            args.size, args.seed)
+        groups = tuple(args.test_groups.split(","))
+        if unknown := set(groups) - set(VIDEOS):
+            parser.error(f"unknown --test_groups {sorted(unknown)}; choose from {sorted(VIDEOS)}")
+        build_camera_motion(args.src, os.path.join(args.out, args.name), args.clips_per_group, args.frames,
+                            args.size, args.seed, groups)
     if args.only != "camera_motion":
         build_photos(args.src, os.path.join(args.out, "photos"), train_crops=24, test_crops=6, seed=args.seed)
 

@@ -56,3 +56,26 @@ def test_input_dropout_only_in_training():
     torch.testing.assert_close(head(enc), head(enc))
     head.train()
     assert not torch.allclose(head(enc), head(enc))
+
+
+def test_clip_features_skip_the_rnn_and_join_as_their_mean():
+    torch.manual_seed(0)
+    head = RNNClassifier(10, 3, hidden_dim=4, clip_features=6).eval()
+    assert head.rnn.input_size == 4  # the RNN reads the other 4 features of each step
+    seq, lengths = torch.randn(2, 5, 10), torch.tensor([5, 3])
+    logits = head(Encoded(seq, lengths))
+    # the clip features' order over time does not matter (only their mean over the valid steps) ...
+    shuffled = seq.clone()
+    shuffled[0, :, :6] = seq[0, [4, 2, 0, 1, 3], :6]
+    shuffled[1, :3, :6] = seq[1, [2, 0, 1], :6]
+    shuffled[1, 3:, :6] = 50.0  # padding is never read
+    torch.testing.assert_close(head(Encoded(shuffled, lengths)), logits)
+    # ... the rest's order does, and so does the clip features' mean
+    flipped = seq.clone()
+    flipped[0, :, 6:] = seq[0, :, 6:].flip(0)
+    assert not torch.allclose(head(Encoded(flipped, lengths))[0], logits[0])
+    shifted = seq.clone()
+    shifted[0, :, :6] += 1.0
+    assert not torch.allclose(head(Encoded(shifted, lengths))[0], logits[0])
+    with pytest.raises(ValueError, match="clip_features"):
+        RNNClassifier(10, 3, clip_features=10)
