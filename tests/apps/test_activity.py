@@ -138,3 +138,14 @@ def test_confusion_matrix_picture():
 def test_task_needs_class_names():
     with pytest.raises(ValueError, match="class names"):
         ActivityTask(encoder=FrameEncoder(SmallCNNEncoder(channels=[8])), decoder=RNNClassifier, class_names=None)
+
+
+def test_clip_features_must_be_the_encoders_appearance_width():
+    from functools import partial
+
+    encoder = FrameEncoder(SmallCNNEncoder(channels=[8, 16], spatial=True), motion="correlation")
+    assert encoder.appearance_dim == 16
+    task = ActivityTask(encoder=encoder, decoder=partial(RNNClassifier, clip_features=16), class_names=["a", "b"])
+    assert task.decoder.rnn.input_size == encoder.out_dim - 16  # the LSTM reads the motion features only
+    with pytest.raises(ValueError, match="set clip_features: 16"):
+        ActivityTask(encoder=encoder, decoder=partial(RNNClassifier, clip_features=12), class_names=["a", "b"])
