@@ -332,11 +332,17 @@ class ConvLSTMForecaster(nn.Module):
         masks = F.pixel_shuffle(raw[1], p).softmax(dim=1)  # (B, n + 1, H, W)
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 2 hidden)
         kernels = self.kernel_head(pooled).view(B, 1, self.n, self.k**2).softmax(dim=-1)  # (B, 1, n, k*k)
-        # Each sequence's frame moved by its own n kernels: the k x k neighbourhood of every pixel (unfold, in
-        # conv2d's order) weighted by each kernel; the same as one grouped conv2d per (sequence, channel), written
-        # without the batch size in the layer (groups=B*C), so a traced or ONNX export takes any batch.
-        patches = F.unfold(frame.reshape(B * C, 1, H, W), self.k, padding=self.k // 2).view(B, C, self.k**2, H * W)
-        moved = torch.einsum("bnk,bckp->bcnp", kernels[:, 0], patches).view(B, C, self.n, H, W)
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            # an export: the k x k neighbourhood of every pixel (unfold, in conv2d's order) weighted by each kernel,
+            # the same numbers as the grouped conv2d below without the batch size in the layer (groups=B*C),
+            # so the exported model takes any batch (2x slower on a CPU, hence not in training)
+            patches = F.unfold(frame.reshape(B * C, 1, H, W), self.k, padding=self.k // 2).view(B, C, self.k**2, H * W)
+            moved = torch.einsum("bnk,bckp->bcnp", kernels[:, 0], patches).view(B, C, self.n, H, W)
+        else:
+            weight = kernels.expand(B, C, self.n, self.k**2).reshape(B * C * self.n, 1, self.k, self.k)
+            # One group per (sequence, channel): each sequence's frame is moved by its own n kernels.
+            moved = F.conv2d(frame.reshape(1, B * C, H, W), weight, padding=self.k // 2, groups=B * C)
+            moved = moved.view(B, C, self.n, H, W)
         return (moved * masks[:, None, : self.n]).sum(dim=2) + drawn * masks[:, None, self.n]
 
     def check_frames(self, frames: Tensor) -> None:
