@@ -1,5 +1,5 @@
 # Two entry points: `make demo` and `make test`. Both create .venv if missing and install the project
-# (with the test and serve extras). `make serve` starts the web demo of the shipped checkpoints.
+# (with the test, serve and export extras). `make serve` starts the web demo of the shipped checkpoints.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

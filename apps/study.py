@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from apps.plots import Series, line_chart
 from decoders.rnn import make_rnn, run_rnn
+from decoders.schedules import sampling_probability
 
 CELLS = ("rnn", "gru", "lstm")
 K = 4  # symbols of the synthetic sequences (chance accuracy 1/K)
@@ -453,8 +454,96 @@ def depth(size: Size, out: str) -> Result:
     return r
 
 
+OBSERVED, HORIZON, SAMPLING_MAX = 10, 30, 0.75
+SCHEDULES = ("teacher forcing", "linear", "inverse_sigmoid", "exponential")
+
+
+def waves(B: int, gen: torch.Generator) -> Tensor:
+    """(B, OBSERVED + HORIZON, 1): tanh of a sum of two sines of random frequency, phase and amplitude."""
+    t = torch.arange(OBSERVED + HORIZON).float()
+    freq = 0.15 + 0.25 * torch.rand(B, 2, 1, generator=gen)
+    phase = 2 * math.pi * torch.rand(B, 2, 1, generator=gen)
+    amp = 0.5 + 0.5 * torch.rand(B, 2, 1, generator=gen)
+    return torch.tanh(0.75 * (amp * torch.sin(freq * t + phase)).sum(1))[..., None]
+
+
+class Forecaster(nn.Module):
+    """A GRU cell reading the previous value and predicting the next. After the observed steps, each input is the
+    truth (teacher forcing) or, with probability `p_own`, the model's own previous prediction (scheduled sampling,
+    detached as in Bengio et al. 2015); p_own=1 is free running, how it is evaluated."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.cell, self.out = nn.GRUCell(1, hidden), nn.Linear(hidden, 1)
+
+    def forward(self, seq: Tensor, p_own: float, gen: torch.Generator) -> Tensor:
+        B, T, _ = seq.shape
+        h, x, preds = seq.new_zeros(B, self.cell.hidden_size), seq[:, 0], []
+        for t in range(T - 1):
+            h = self.cell(x, h)
+            preds.append(self.out(h))
+            x = seq[:, t + 1]
+            if t + 1 >= OBSERVED and p_own > 0:
+                own = (torch.rand(B, 1, generator=gen) < p_own).float()
+                x = own * preds[-1].detach() + (1 - own) * x
+        return torch.stack(preds, 1)  # (B, T - 1, 1): the prediction of steps 1..T-1
+
+
+def exposure(size: Size, out: str) -> Result:
+    r = Result("exposure", "Teacher forcing vs scheduled sampling (exposure bias)",
+               "A model trained with teacher forcing only ever sees true inputs; run free, it reads its own slightly "
+               "wrong predictions, a distribution it never trained on, and its errors compound over the rollout. "
+               "Scheduled sampling feeds it its own predictions during training with a probability that grows "
+               f"(decoders/schedules.py, the schedules `--model.scheduled_sampling` uses; here up to {SAMPLING_MAX}). "
+               "The chart shows the free-running error at each rollout step.")
+    errors: dict[str, list[list[float]]] = {s: [] for s in SCHEDULES}
+    for schedule in SCHEDULES:
+        for seed in range(size.seeds):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            model = Forecaster(size.hidden)
+            opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+            for step in range(size.steps):
+                p = 0.0 if schedule == "teacher forcing" else sampling_probability(
+                    step / size.steps, schedule, 0.0, 1.0, SAMPLING_MAX)
+                seq = waves(size.batch, gen)
+                loss = F.mse_loss(model(seq, p, gen), seq[:, 1:])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+            with torch.no_grad():
+                seq = waves(1000, torch.Generator().manual_seed(30_000 + seed))
+                pred = model(seq, 1.0, torch.Generator().manual_seed(seed))
+                errors[schedule].append(((pred - seq[:, 1:]) ** 2).mean((0, 2))[OBSERVED - 1:].tolist())
+    steps = list(range(1, HORIZON + 1))
+    line_chart(os.path.join(out, "exposure_error.png"), [curve(s, steps, e) for s, e in errors.items()],
+               f"free-running MSE after {OBSERVED} observed steps", "rollout step", "MSE")
+    late = slice(HORIZON - 10, HORIZON)
+    mean_of = lambda e, part: [sum(run[part]) / len(run[part]) for run in e]  # noqa: E731
+    r.markdown += [
+        f"Task: {OBSERVED} observed values of tanh(a sum of two random sines), then {HORIZON} predicted free-running; "
+        f"a GRU cell of {size.hidden}, batch {size.batch}, {size.steps} Adam steps, test on 1,000 new sequences.",
+        "", "![](exposure_error.png)", "",
+        table(["training", "MSE step 1", "MSE step 10", f"MSE steps {late.start + 1}-{late.stop}", "MSE all steps"],
+              [[s, pm([run[0] for run in e], 4), pm([run[9] for run in e], 4), pm(mean_of(e, late), 4),
+                pm(mean_of(e, slice(None)), 4)] for s, e in errors.items()]),
+    ]
+    best = min(errors, key=lambda s: mean_stat(mean_of(errors[s], late)))
+    r.markdown.insert(0, f"Measured: the lowest error over the last 10 rollout steps comes from {best} "
+                      f"({pm(mean_of(errors[best], late), 4)}; teacher forcing only: "
+                      f"{pm(mean_of(errors['teacher forcing'], late), 4)}).\n")
+    r.numbers = {s: {"per_step": e} for s, e in errors.items()}
+    return r
+
+
+def mean_stat(values: list[float]) -> float:
+    return mean_std(values)[0]
+
+
 EXPERIMENTS: dict[str, Callable[[Size, str], Result]] = {
-    "vanishing": vanishing, "exploding": exploding, "sharing": sharing, "packing": packing, "depth": depth,
+    "vanishing": vanishing, "exploding": exploding, "exposure": exposure, "sharing": sharing, "packing": packing,
+    "depth": depth,
 }
 
 

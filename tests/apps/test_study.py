@@ -48,7 +48,7 @@ def test_report_has_every_experiment_its_rerun_command_and_its_charts(study):
 
 def test_every_number_is_finite_except_a_diverged_run(study):
     _, _, results = study
-    for name in ("vanishing", "sharing", "packing", "depth"):
+    for name in ("vanishing", "exposure", "sharing", "packing", "depth"):
         values = list(_numbers(results[name]))
         assert values and all(math.isfinite(v) for v in values), name
 
@@ -110,3 +110,14 @@ def test_unknown_experiment_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["study", "--only", "nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_scheduled_sampling_beats_teacher_forcing_late_in_a_free_rollout(study):
+    runs = study[2]["exposure"]
+    late = lambda schedule: sum(sum(r[-10:]) for r in runs[schedule]["per_step"])  # noqa: E731
+    first = lambda schedule: sum(r[0] for r in runs[schedule]["per_step"])  # noqa: E731
+    assert all(len(r) == 30 for s in runs for r in runs[s]["per_step"])
+    assert all(math.isfinite(v) for v in _numbers(runs))
+    # teacher forcing is the best one-step predictor, and the worst free-running one
+    assert first("teacher forcing") < min(first(s) for s in ("linear", "inverse_sigmoid", "exponential"))
+    assert late("teacher forcing") > max(late(s) for s in ("linear", "inverse_sigmoid", "exponential"))
