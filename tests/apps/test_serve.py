@@ -105,3 +105,27 @@ def test_rnnsuite_serve_refuses_a_task_without_a_shipped_checkpoint(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--port" in capsys.readouterr().out
+
+
+def test_captioning_tab_shows_the_attention_of_an_attending_checkpoint(tmp_path):
+    """A checkpoint of configs/captioning_attention.yaml: the tab's overlay is the image and a heat map per word."""
+    from apps.api import load
+    from apps.serve import handlers as make_handlers
+    from tests.conftest import TINY_DATA, TINY_TRAINER, run_cli
+
+    run_cli("fit", "--config", "configs/captioning_attention.yaml", *TINY_TRAINER,
+            *TINY_DATA["captioning_attention.yaml"], "--trainer.default_root_dir", str(tmp_path))
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    predictor = load(str(ckpt))
+    assert build_app({"captioning": predictor})  # the overlay widget is built visible for an attending decoder
+    caption, overlay = make_handlers({"captioning": predictor}, str(tmp_path))["captioning"]["predict"](
+        sample_image_array())
+    assert isinstance(caption, str)
+    assert overlay is not None and overlay.ndim == 3 and overlay.shape[2] == 3
+    assert overlay.shape[1] > overlay.shape[0]  # the image beside one heat map per word, in a strip
+
+
+def sample_image_array():
+    from apps.samples import sample_image
+
+    return sample_image(0)[0]
