@@ -56,3 +56,19 @@ def test_only_rank_zero_logs_checkpoints_and_writes_predictions(tmp_path):
                   "--trainer.default_root_dir", str(tmp_path / "predict"))
     assert out.count("written to") == 1
     assert len(json.loads(predictions.read_text())) == 7  # both ranks' shares, each image once
+
+
+def test_scst_fine_tuning_under_ddp(tmp_path):
+    """Self-critical training on two processes: sampled captions, rewards and the greedy baseline per rank, the
+    gradients averaged by DDP; it starts from a cross-entropy checkpoint and is tested like any captioning fit."""
+    xe = tmp_path / "xe"
+    run_cli("fit", "--config", str(CONFIGS / "captioning.yaml"), *TINY_TRAINER, *TINY_CAPTIONING,
+            "--trainer.default_root_dir", str(xe))
+    scst = ["--config", str(CONFIGS / "captioning_scst.yaml"), *TINY_CAPTIONING, "--data.num_train_scenes", "24"]
+    out = ddp_cli("fit", *scst, *TINY_TRAINER, "--model.init_from", str(xe / "checkpoints" / "last.ckpt"),
+                  "--trainer.default_root_dir", str(tmp_path / "scst"))
+    best = out.strip().splitlines()[-1].removeprefix("best checkpoint: ")
+    assert os.path.isfile(best)
+    metrics = tmp_path / "m.json"
+    run_cli("test", *scst, *TINY_TRAINER, "--ckpt_path", best, "--metrics_json", str(metrics))
+    assert {"test/cider", "test/bleu4"} <= set(json.loads(metrics.read_text()))
