@@ -83,7 +83,7 @@ class ActivityTask(ClassifierTask):
                     "lengths": torch.tensor([T - (i % 2) * (T // 2) for i in range(batch)])}
 
         return ExportSpec(lambda m, frames, lengths: (m["decoder"](m["encoder"](frames, lengths)),),
-                          {"encoder": self.encoder, "decoder": self.decoder}, examples(2), ["logits"],
+                          {"encoder": self.encoder, "decoder": self.decoder}, ["logits"],
                           {"frames": {0: "batch"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
                           {"labels": self.class_names, "frames": f"T={T} RGB frames spread over the clip, short side "
                            f"resized to {S} and centre-cropped, scaled to [0, 1], minus mean, over std (per channel)",

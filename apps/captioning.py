@@ -139,7 +139,7 @@ class CaptioningTask(EncoderTask):
         def examples(batch: int) -> dict[str, Tensor]:
             return {"images": torch.randn(batch, 3, S, S, generator=torch.Generator().manual_seed(batch))}
 
-        return ExportSpec(fn, {"encoder": self.encoder, "decoder": self.decoder}, examples(2), ["tokens", "lengths"],
+        return ExportSpec(fn, {"encoder": self.encoder, "decoder": self.decoder}, ["tokens", "lengths"],
                           {"images": {0: "batch"}, "tokens": {0: "batch"}, "lengths": {0: "batch"}},
                           {"vocab": self.vocab.tokens, "images": f"RGB resized to {S}x{S}, scaled to [0, 1], minus "
                            "mean, over std (per channel)", "mean": MEAN.flatten().tolist(), "std": STD.flatten().tolist()},

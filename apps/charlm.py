@@ -100,7 +100,7 @@ class CharLMTask(SequenceTask):
 
         dynamic = {"chars": {0: "batch", 1: "steps"}, "logits": {0: "batch", 1: "steps"}}
         dynamic |= {n: {1: "batch"} for n in names} | {f"{n}_out": {1: "batch"} for n in names}
-        return ExportSpec(fn, {"decoder": self.decoder}, examples(2), ["logits", *(f"{n}_out" for n in names)],
+        return ExportSpec(fn, {"decoder": self.decoder}, ["logits", *(f"{n}_out" for n in names)],
                           dynamic, {"alphabet": self.alphabet, "chars": "ids of the characters in `alphabet` (0: any "
                                     "other)", "state": f"{', '.join(names)}: zeros of {[list(s) for s in shapes]} "
                                     "(batch 1) to start, then the previous call's outputs"}, examples)

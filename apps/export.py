@@ -38,11 +38,10 @@ class ExportSpec(NamedTuple):
 
     fn:      (modules, *inputs) -> tuple of output tensors; `modules` is the ModuleDict of `modules`.
     modules: the task's modules the path runs (not the LightningModule itself, which tracing cannot walk).
-    inputs:  name -> an example input. `examples(batch)` draws others of the same kind, to check the export.
     outputs: output names.
     dynamic: input/output name -> {axis: name} of the axes that vary (the batch, a sequence length).
     meta:    what a caller needs to read the outputs (labels, vocabulary, ...), written to the .json.
-    examples: batch size -> inputs of the kind of `inputs`, for the check.
+    examples: batch size -> named example inputs (traced at 2, checked at 1 and 3).
     onnx:    which of torch.onnx's exporters takes this path: "trace" (TorchScript-based; handles the packed
              variable-length RNNs) or "dynamo" (torch.export; keeps a batch size free that the tracer fixes), or the
              reason there is no ONNX export.
@@ -50,7 +49,6 @@ class ExportSpec(NamedTuple):
 
     fn: Callable[..., tuple[Tensor, ...]]
     modules: dict[str, nn.Module]
-    inputs: dict[str, Tensor]
     outputs: list[str]
     dynamic: dict[str, dict[int, str]]
     meta: dict[str, Any]
@@ -83,17 +81,26 @@ def slim(source: str, target: str) -> None:
 export = slim  # the name earlier code and the README use
 
 
-def run_exported(path: str, inputs: dict[str, Tensor]) -> list[np.ndarray]:
-    """An exported file (.pt TorchScript or .onnx) run on named inputs -> its outputs as arrays."""
+def exported_runner(path: str) -> Callable[[dict[str, Tensor]], list[np.ndarray]]:
+    """An exported file (.pt TorchScript or .onnx), loaded once -> named inputs -> its outputs as arrays."""
     if path.endswith(".onnx"):
         import onnxruntime
 
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return session.run(None, {k: v.numpy() for k, v in inputs.items()})
+        return lambda inputs: session.run(None, {k: v.numpy() for k, v in inputs.items()})
     module = torch.jit.load(path, map_location="cpu")
-    with torch.no_grad():
-        outputs = module(*inputs.values())
-    return [o.numpy() for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))]
+
+    def run(inputs: dict[str, Tensor]) -> list[np.ndarray]:
+        with torch.no_grad():
+            outputs = module(*inputs.values())
+        return [o.numpy() for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))]
+
+    return run
+
+
+def run_exported(path: str, inputs: dict[str, Tensor]) -> list[np.ndarray]:
+    """An exported file run once on named inputs -> its outputs as arrays."""
+    return exported_runner(path)(inputs)
 
 
 def export_model(checkpoint: str, fmt: str, target: str | None = None) -> str:
@@ -106,31 +113,32 @@ def export_model(checkpoint: str, fmt: str, target: str | None = None) -> str:
     predictor = load(checkpoint)
     spec = predictor.model.export_spec(predictor.datamodule)
     path = InferencePath(spec).eval()
-    example = tuple(spec.inputs.values())
+    traced_at = spec.examples(2)
+    names, example = list(traced_at), tuple(traced_at.values())
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracers' notes on Python values they fold into constants
         if fmt == "torchscript":
             torch.jit.trace(path, example, check_trace=False).save(target)
         elif spec.onnx == "trace":
-            torch.onnx.export(path, example, target, input_names=list(spec.inputs), output_names=spec.outputs,
+            torch.onnx.export(path, example, target, input_names=names, output_names=spec.outputs,
                               dynamic_axes=spec.dynamic, dynamo=False, opset_version=17)
         elif spec.onnx == "dynamo":
             from torch.export import Dim
 
-            shapes = tuple({axis: Dim.AUTO for axis in spec.dynamic.get(name, {})} for name in spec.inputs)
+            shapes = tuple({axis: Dim.AUTO for axis in spec.dynamic.get(name, {})} for name in names)
             with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
-                torch.onnx.export(path, example, target, input_names=list(spec.inputs), output_names=spec.outputs,
+                torch.onnx.export(path, example, target, input_names=names, output_names=spec.outputs,
                                   dynamic_shapes=(shapes,), dynamo=True)
         else:
             raise ValueError(f"{predictor.task} has no ONNX export: {spec.onnx}; use --format torchscript")
     # the check: other inputs (another batch size) through the file and through the checkpoint's modules
-    worst = 0.0
+    worst, run = 0.0, exported_runner(target)
     for batch in (1, 3):
         inputs = spec.examples(batch)
         with torch.no_grad():
             expected = [o.numpy() for o in path(*inputs.values())]
-        got = run_exported(target, inputs)
+        got = run(inputs)
         for name, e, g in zip(spec.outputs, expected, got):
             if e.shape != g.shape or not np.allclose(e, g, atol=1e-4, rtol=1e-3):
                 os.remove(target)
@@ -141,11 +149,11 @@ def export_model(checkpoint: str, fmt: str, target: str | None = None) -> str:
     info = {"task": predictor.task, "format": fmt, "checkpoint": os.path.abspath(checkpoint),
             "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", ""),
                            "dynamic": {str(a): n for a, n in spec.dynamic.get(k, {}).items()}}
-                       for k, v in spec.inputs.items()},
+                       for k, v in traced_at.items()},
             "outputs": spec.outputs} | spec.meta
     with open(target + ".json", "w") as f:
         json.dump(info, f, indent=1)
-    print(f"{target}: {os.path.getsize(target) / 1e6:.1f} MB {fmt} of {predictor.task} ({', '.join(spec.inputs)} -> "
+    print(f"{target}: {os.path.getsize(target) / 1e6:.1f} MB {fmt} of {predictor.task} ({', '.join(names)} -> "
           f"{', '.join(spec.outputs)}); matches the checkpoint on batches of 1 and 3 (max |diff| {worst:.1e}); "
           f"how to call it: {target}.json")
     return target

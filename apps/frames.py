@@ -184,7 +184,7 @@ class FramePredictionTask(SequenceTask):
             return {"observed": torch.rand(batch, self.input_frames, C, S, S, generator=torch.Generator().manual_seed(batch))}
 
         return ExportSpec(lambda m, observed: (m["decoder"](observed, self.output_frames).future,),
-                          {"decoder": self.decoder}, examples(2), ["forecast"],
+                          {"decoder": self.decoder}, ["forecast"],
                           {"observed": {0: "batch"}, "forecast": {0: "batch"}},
                           {"observed": f"{self.input_frames} frames, {C} channel(s) of {S}x{S} in [0, 1]",
                            "output_frames": self.output_frames}, examples, onnx="dynamo")

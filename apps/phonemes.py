@@ -89,7 +89,7 @@ class PhonemeTask(SequenceTask):
 
         dynamic = {"audio": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, "log_probs": {0: "batch", 1: "steps"},
                    "steps": {0: "batch"}}
-        return ExportSpec(fn, {"encoder": self.encoder, "decoder": self.decoder}, examples(2), ["log_probs", "steps"],
+        return ExportSpec(fn, {"encoder": self.encoder, "decoder": self.decoder}, ["log_probs", "steps"],
                           dynamic, {"phonemes": self.phonemes, "blank": 0, "sample_rate": rate,
                                     "audio": f"mono waveform at {rate} Hz in [-1, 1], padded after `lengths`; "
                                              "class i + 1 is phonemes[i]"}, examples,

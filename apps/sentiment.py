@@ -84,7 +84,7 @@ class SentimentTask(ClassifierTask):
 
         dynamic = {"tokens": {0: "batch", 1: "words"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
         return ExportSpec(lambda m, tokens, lengths: (m["decoder"](m["encoder"](tokens, lengths)),),
-                          {"encoder": self.encoder, "decoder": self.decoder}, examples(2), ["logits"], dynamic,
+                          {"encoder": self.encoder, "decoder": self.decoder}, ["logits"], dynamic,
                           {"labels": self.class_names, "vocab": self.vocab.tokens,
                            "tokens": "ids of the lower-cased words in `vocab` (unknown words: <unk>), padded with "
                                      "<pad> after `lengths`"}, examples)

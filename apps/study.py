@@ -529,16 +529,12 @@ def exposure(size: Size, out: str) -> Result:
               [[s, pm([run[0] for run in e], 4), pm([run[9] for run in e], 4), pm(mean_of(e, late), 4),
                 pm(mean_of(e, slice(None)), 4)] for s, e in errors.items()]),
     ]
-    best = min(errors, key=lambda s: mean_stat(mean_of(errors[s], late)))
+    best = min(errors, key=lambda s: mean_std(mean_of(errors[s], late))[0])
     r.markdown.insert(0, f"Measured: the lowest error over the last 10 rollout steps comes from {best} "
                       f"({pm(mean_of(errors[best], late), 4)}; teacher forcing only: "
                       f"{pm(mean_of(errors['teacher forcing'], late), 4)}).\n")
     r.numbers = {s: {"per_step": e} for s, e in errors.items()}
     return r
-
-
-def mean_stat(values: list[float]) -> float:
-    return mean_std(values)[0]
 
 
 EXPERIMENTS: dict[str, Callable[[Size, str], Result]] = {

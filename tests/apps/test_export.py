@@ -60,8 +60,8 @@ def test_phonemes_onnx_is_refused_with_the_reason(tmp_path):
 def test_an_export_that_differs_is_not_kept(tmp_path, monkeypatch):
     import apps.export as export
 
-    real = export.run_exported
-    monkeypatch.setattr(export, "run_exported", lambda path, inputs: [o + 1.0 for o in real(path, inputs)])
+    real = export.exported_runner
+    monkeypatch.setattr(export, "exported_runner", lambda path: lambda inputs: [o + 1.0 for o in real(path)(inputs)])
     target = tmp_path / "frames.pt"
     with pytest.raises(RuntimeError, match="other 'forecast' than the checkpoint"):
         export.export_model(os.path.join(CKPT, "frames.ckpt"), "torchscript", str(target))
