@@ -93,7 +93,8 @@ class ActivityTask(ClassifierTask):
         if not hasattr(self.encoder, "from_frame_features"):
             raise ValueError(f"--model.cache_features true needs a FrameEncoder, not {type(self.encoder).__name__}")
         self.encoder.check_cacheable()
-        return FeatureSource(self.encoder, self.encoder.encode_frames, tag="frames")
+        # keyed by the image encoder and what is cached of it: options of the matching after the cache re-use it
+        return FeatureSource(self.encoder.image_encoder, self.encoder.encode_frames, tag=self.encoder.cache_tag)
 
     def encode(self, batch: ClipBatch) -> Encoded:
         """The batch's cached per-frame features when it carries them, else the encoder run on its frames."""

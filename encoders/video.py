@@ -40,11 +40,17 @@ class FrameEncoder(Encoder):
         correlation_radius: largest displacement matched, in feature-map cells (R; (2R + 1)^2 displacements).
         correlation_regions: regions per side the motion histograms and flow are averaged over.
         correlation_temperature: softmax temperature over the cosine similarities of the displacements.
+        correlation_affine: also fit the coarse flow of the whole frame with an affine motion (weighted least
+            squares, each cell weighted by its most likely displacement's probability) and add its 6 parameters
+            per step: translation (x, y), divergence (zoom), curl (rotation) and the two shears. A zoom or a
+            rotation moves the cells far from the centre by a fraction of a cell a frame, which the regional
+            averages barely see; the fit pools that evidence over every cell.
     """
 
     def __init__(
         self, image_encoder: Encoder, grid: int = 1, frames: FrameSampling = "all", motion: MotionInput = "none",
         correlation_radius: int = 3, correlation_regions: int = 3, correlation_temperature: float = 0.1,
+        correlation_affine: bool = False,
     ) -> None:
         super().__init__()
         if grid < 1:
@@ -61,6 +67,7 @@ class FrameEncoder(Encoder):
         if motion != "none" and frames == "one":
             raise ValueError(f"motion={motion} needs the previous frame; use frames=all")
         self.image_encoder, self.grid, self.frames, self.motion = image_encoder, grid, frames, motion
+        self.affine = correlation_affine
         self.out_dim = image_encoder.out_dim * grid * grid
         #: with motion=correlation, each step's first `appearance_dim` features are the pooled appearance
         self.appearance_dim = image_encoder.out_dim if motion == "correlation" else None
@@ -79,6 +86,16 @@ class FrameEncoder(Encoder):
                                     indexing="ij")
             self.register_buffer("displacements", torch.stack([dx.flatten(), dy.flatten()]).float(), persistent=False)
             self.out_dim += (side * side + 2) * correlation_regions ** 2
+            if correlation_affine:
+                self.out_dim += 6
+        elif correlation_affine:
+            raise ValueError("correlation_affine fits the flow of motion=correlation; set motion: correlation")
+
+    @property
+    def cache_tag(self) -> str:
+        """What `encode_frames` computes besides the image encoder's weights (the feature cache's tag): the
+        matching options (radius, regions, temperature, affine) run after the cache and are not part of it."""
+        return f"frames|motion={self.motion}|grid={self.grid}"
 
     def _pick_one(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         """(B, T, ...) -> (B, 1, ...): one valid frame (or its features) per clip."""
@@ -141,10 +158,31 @@ class FrameEncoder(Encoder):
         probs = (corr / self.temperature).softmax(dim=1)
         flow = torch.einsum("nkhw,ck->nchw", probs, self.displacements)  # expected displacement (N, 2, h, w)
         K = probs.shape[1]
-        motion = torch.cat([F.adaptive_avg_pool2d(probs, self.regions).flatten(1) * K,  # 1 = no preference
-                            F.adaptive_avg_pool2d(flow, self.regions).flatten(1)], dim=1).view(B, T - 1, -1)
+        parts = [F.adaptive_avg_pool2d(probs, self.regions).flatten(1) * K,  # 1 = no preference
+                 F.adaptive_avg_pool2d(flow, self.regions).flatten(1)]
+        if self.affine:
+            # cells whose every displacement stays inside the map: at the border the displacements that leave it
+            # score 0, which pulls the expected displacement inwards (a false divergence)
+            whole = inside.amin(dim=1).view(1, side, side)
+            parts.append(self.affine_motion(flow, probs.amax(dim=1) * whole))
+        motion = torch.cat(parts, dim=1).view(B, T - 1, -1)
         motion = torch.cat([motion.new_zeros(B, 1, motion.shape[-1]), motion], dim=1)  # none before the first frame
         return torch.cat([pooled, motion], dim=-1)
+
+    @staticmethod
+    def affine_motion(flow: Tensor, weight: Tensor) -> Tensor:
+        """(N, 2, h, w) flow, (N, h, w) weights -> (N, 6): the weighted least-squares affine flow
+        u = a0 + a1 x + a2 y, v = b0 + b1 x + b2 y over cell coordinates x, y in [-1, 1], as
+        (translation a0, b0; divergence a1 + b2; curl b1 - a2; shears a1 - b2, a2 + b1)."""
+        N, _, h, w = flow.shape
+        y, x = torch.meshgrid(torch.linspace(-1, 1, h, device=flow.device), torch.linspace(-1, 1, w, device=flow.device),
+                              indexing="ij")
+        design = torch.stack([torch.ones_like(x), x, y], dim=-1).reshape(-1, 3)  # (h*w, 3)
+        wd = weight.reshape(N, -1, 1) * design  # (N, h*w, 3)
+        normal = wd.transpose(1, 2) @ design + 1e-3 * torch.eye(3, device=flow.device)  # X^T W X, a little ridge
+        coef = torch.linalg.solve(normal, wd.transpose(1, 2) @ flow.reshape(N, 2, -1).transpose(1, 2))  # (N, 3, 2)
+        (a0, a1, a2), (b0, b1, b2) = coef[..., 0].unbind(1), coef[..., 1].unbind(1)
+        return torch.stack([a0, b0, a1 + b2, b1 - a2, a1 - b2, a2 + b1], dim=1)
 
     def check_cacheable(self) -> None:
         """Per-frame features can be cached only when a frame's features depend on that frame alone (correlation

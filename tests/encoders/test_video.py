@@ -130,26 +130,95 @@ def test_correlation_motion_is_every_displacement_matched_softmaxed_and_pooled()
             torch.testing.assert_close(out[b, t, C:], expected, atol=1e-5, rtol=1e-4)
 
 
-def test_correlation_tells_the_direction_of_a_pan_on_a_real_photograph():
+@pytest.fixture(scope="module")
+def astronaut():
+    """scikit-image's astronaut photograph, 512 px, ImageNet-normalised, and a frozen EfficientNet-Lite0 matcher
+    with the affine fit."""
     data = pytest.importorskip("skimage.data")
     from encoders import EfficientNetLiteEncoder
 
-    enc = FrameEncoder(EfficientNetLiteEncoder(pretrained=True), motion="correlation").eval()
+    enc = FrameEncoder(EfficientNetLiteEncoder(pretrained=True), motion="correlation", correlation_affine=True).eval()
     photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float()[None] / 255  # (1, 3, 512, 512)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return enc, (photo - mean) / std
+
+
+def test_correlation_tells_the_direction_of_a_pan_on_a_real_photograph(astronaut):
+    enc, photo = astronaut
     photo = torch.nn.functional.interpolate(photo, size=320, mode="bilinear", antialias=True)[0]
-    photo = (photo - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
     def clip(dx: int, dy: int):  # a 224 px camera window moving (dx, dy) pixels a frame over the photograph
         return torch.stack([photo[:, 48 + dy * t:272 + dy * t, 48 + dx * t:272 + dx * t] for t in range(-2, 3)])[None]
 
     K = 49 * 9
     with torch.no_grad():
-        flows = {name: enc(clip(*move)).seq[0, 1:, 1280 + K:].view(4, 2, 9).mean((0, 2))
-                 for name, move in {"right": (16, 0), "left": (-16, 0), "down": (0, 16), "up": (0, -16)}.items()}
+        seqs = {name: enc(clip(*move)).seq[0, 1:] for name, move in
+                {"right": (16, 0), "left": (-16, 0), "down": (0, 16), "up": (0, -16)}.items()}
+    flows = {name: seq[:, 1280 + K:1280 + K + 18].view(4, 2, 9).mean((0, 2)) for name, seq in seqs.items()}
     # the camera moves right: what frame t shows at x, frame t-1 showed one stride-16 cell to the right (+x)
     assert flows["right"][0] > 0.4 and flows["left"][0] < -0.4, flows
     assert flows["down"][1] > 0.4 and flows["up"][1] < -0.4, flows
     assert all(abs(float(flows[n][1])) < 0.3 for n in ("right", "left")), flows  # no vertical motion in a pan
+    shift = {name: seq[:, -6:-4].mean(0) for name, seq in seqs.items()}  # the affine fit's translation agrees
+    assert shift["right"][0] > 0.4 and shift["left"][0] < -0.4 and shift["down"][1] > 0.4, shift
+
+
+def test_affine_fit_tells_zoom_from_rotation_on_a_real_photograph(astronaut):
+    import math
+
+    enc, photo = astronaut
+
+    def clip(scale: float = 1.0, degrees: float = 0.0):  # a camera zooming / rolling by that much a frame
+        frames = []
+        for t in range(4):
+            a, s = math.radians(degrees * t), 0.45 / scale ** t  # 0.45: a 230 px window of the 512 px photograph
+            theta = torch.tensor([[[s * math.cos(a), -s * math.sin(a), 0.0], [s * math.sin(a), s * math.cos(a), 0.0]]])
+            grid = torch.nn.functional.affine_grid(theta, (1, 3, 224, 224), align_corners=False)
+            frames.append(torch.nn.functional.grid_sample(photo, grid, align_corners=False)[0])
+        return torch.stack(frames)[None]
+
+    with torch.no_grad():
+        fits = {name: enc(clip(**move)).seq[0, 1:, -6:].mean(0) for name, move in
+                {"in": {"scale": 1.04}, "out": {"scale": 1 / 1.04}, "cw": {"degrees": 3}, "ccw": {"degrees": -3}}.items()}
+    div, curl = {n: float(f[2]) for n, f in fits.items()}, {n: float(f[3]) for n, f in fits.items()}
+    # zooming in, what frame t shows at x, frame t-1 showed nearer the centre: the flow converges
+    assert div["in"] < -0.1 and div["out"] > 0.1, fits
+    assert curl["cw"] > 0.1 and curl["ccw"] < -0.1, fits
+    assert all(abs(curl[n]) < 0.6 * abs(div[n]) for n in ("in", "out")), fits  # a zoom is not a rotation
+    assert all(abs(div[n]) < 0.6 * abs(curl[n]) for n in ("cw", "ccw")), fits
+
+
+def test_affine_fit_recovers_an_affine_flow_and_ignores_weightless_cells():
+    side = 6
+    y, x = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+    (a0, a1, a2), (b0, b1, b2) = (0.5, 0.3, -0.2), (-0.1, 0.4, 0.25)
+    flow = torch.stack([a0 + a1 * x + a2 * y, b0 + b1 * x + b2 * y])[None]  # (1, 2, h, w)
+    weight = torch.ones(1, side, side)
+    weight[0, 0, 0] = 0
+    flow[0, :, 0, 0] = 9.0  # an outlier with no weight changes nothing
+    fit = FrameEncoder.affine_motion(flow, weight)[0]
+    expected = torch.tensor([a0, b0, a1 + b2, b1 - a2, a1 - b2, a2 + b1])
+    torch.testing.assert_close(fit, expected, atol=2e-3, rtol=0)
+    enc = FrameEncoder(small(spatial=True), motion="correlation", correlation_radius=1, correlation_regions=2,
+                       correlation_affine=True)
+    assert enc.out_dim == 16 + (9 + 2) * 4 + 6 and enc(torch.randn(2, 3, 3, 16, 16)).seq.shape == (2, 3, enc.out_dim)
+    with pytest.raises(ValueError, match="motion: correlation"):
+        FrameEncoder(small(spatial=True), correlation_affine=True)
+
+
+def test_the_feature_cache_is_shared_by_matching_options_but_not_by_motion_modes():
+    from apps.activity import ActivityTask
+    from decoders.classifier import RNNClassifier
+
+    def source(**kwargs):
+        torch.manual_seed(0)
+        task = ActivityTask(encoder=FrameEncoder(small(spatial=True), **kwargs), decoder=RNNClassifier,
+                            class_names=["a", "b"], freeze_encoder=True)
+        return task.feature_source()
+
+    base = source(motion="correlation")
+    assert base.key == source(motion="correlation", correlation_radius=1, correlation_affine=True).key
+    assert base.key != source(motion="none").key and source(motion="none").key != source(motion="none", grid=2).key
 
 
 def test_correlation_works_from_cached_rows_and_trains_the_image_encoder():
