@@ -45,12 +45,15 @@ class FrameEncoder(Encoder):
             per step: translation (x, y), divergence (zoom), curl (rotation) and the two shears. A zoom or a
             rotation moves the cells far from the centre by a fraction of a cell a frame, which the regional
             averages barely see; the fit pools that evidence over every cell.
+        correlation_histograms: keep the (2R + 1)^2-bin motion histograms of each region; false keeps only the
+            regional flow (and the affine fit): 24 motion features a step instead of ~460, less for a small set
+            to memorise.
     """
 
     def __init__(
         self, image_encoder: Encoder, grid: int = 1, frames: FrameSampling = "all", motion: MotionInput = "none",
         correlation_radius: int = 3, correlation_regions: int = 3, correlation_temperature: float = 0.1,
-        correlation_affine: bool = False,
+        correlation_affine: bool = False, correlation_histograms: bool = True,
     ) -> None:
         super().__init__()
         if grid < 1:
@@ -67,7 +70,7 @@ class FrameEncoder(Encoder):
         if motion != "none" and frames == "one":
             raise ValueError(f"motion={motion} needs the previous frame; use frames=all")
         self.image_encoder, self.grid, self.frames, self.motion = image_encoder, grid, frames, motion
-        self.affine = correlation_affine
+        self.affine, self.histograms = correlation_affine, correlation_histograms
         self.out_dim = image_encoder.out_dim * grid * grid
         #: with motion=correlation, each step's first `appearance_dim` features are the pooled appearance
         self.appearance_dim = image_encoder.out_dim if motion == "correlation" else None
@@ -85,11 +88,12 @@ class FrameEncoder(Encoder):
             dy, dx = torch.meshgrid(torch.arange(side) - correlation_radius, torch.arange(side) - correlation_radius,
                                     indexing="ij")
             self.register_buffer("displacements", torch.stack([dx.flatten(), dy.flatten()]).float(), persistent=False)
-            self.out_dim += (side * side + 2) * correlation_regions ** 2
+            self.out_dim += (side * side * correlation_histograms + 2) * correlation_regions ** 2
             if correlation_affine:
                 self.out_dim += 6
-        elif correlation_affine:
-            raise ValueError("correlation_affine fits the flow of motion=correlation; set motion: correlation")
+        elif correlation_affine or not correlation_histograms:
+            raise ValueError("correlation_affine and correlation_histograms shape the features of motion=correlation; "
+                             "set motion: correlation")
 
     @property
     def cache_tag(self) -> str:
@@ -158,8 +162,8 @@ class FrameEncoder(Encoder):
         probs = (corr / self.temperature).softmax(dim=1)
         flow = torch.einsum("nkhw,ck->nchw", probs, self.displacements)  # expected displacement (N, 2, h, w)
         K = probs.shape[1]
-        parts = [F.adaptive_avg_pool2d(probs, self.regions).flatten(1) * K,  # 1 = no preference
-                 F.adaptive_avg_pool2d(flow, self.regions).flatten(1)]
+        parts = [F.adaptive_avg_pool2d(probs, self.regions).flatten(1) * K] if self.histograms else []  # 1 = no preference
+        parts.append(F.adaptive_avg_pool2d(flow, self.regions).flatten(1))
         if self.affine:
             # cells whose every displacement stays inside the map: at the border the displacements that leave it
             # score 0, which pulls the expected displacement inwards (a false divergence)

@@ -202,8 +202,16 @@ def test_affine_fit_recovers_an_affine_flow_and_ignores_weightless_cells():
     enc = FrameEncoder(small(spatial=True), motion="correlation", correlation_radius=1, correlation_regions=2,
                        correlation_affine=True)
     assert enc.out_dim == 16 + (9 + 2) * 4 + 6 and enc(torch.randn(2, 3, 3, 16, 16)).seq.shape == (2, 3, enc.out_dim)
-    with pytest.raises(ValueError, match="motion: correlation"):
-        FrameEncoder(small(spatial=True), correlation_affine=True)
+    flow_only = FrameEncoder(small(spatial=True), motion="correlation", correlation_radius=1, correlation_regions=2,
+                             correlation_affine=True, correlation_histograms=False)
+    flow_only.load_state_dict(enc.state_dict())  # the same CNN
+    x = torch.randn(2, 3, 3, 16, 16)
+    full, compact = enc.eval()(x).seq, flow_only.eval()(x).seq
+    assert flow_only.out_dim == 16 + 2 * 4 + 6
+    torch.testing.assert_close(compact[..., 16:], full[..., 16 + 9 * 4:])  # the same flow and fit, no histograms
+    for bad in ({"correlation_affine": True}, {"correlation_histograms": False}):
+        with pytest.raises(ValueError, match="motion: correlation"):
+            FrameEncoder(small(spatial=True), **bad)
 
 
 def test_the_feature_cache_is_shared_by_matching_options_but_not_by_motion_modes():
