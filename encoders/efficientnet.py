@@ -63,23 +63,29 @@ class EfficientNetLiteEncoder(Encoder):
         pretrained: load the packaged ImageNet weights (a clear error naming `make install` when missing).
         spatial: return the last feature grid as h*w steps (attention decoders; FrameEncoder with grid > 1).
         drop_connect_rate: stochastic depth while fine-tuning (the TF recipe's 0.2); no effect in eval mode.
+        matching_stride: the stride of the feature map `appearance_and_matching` returns, 16 (112 channels in
+            Lite0, 14 x 14 at 224 px) or 8 (40 channels, 28 x 28): a finer map sees the sub-cell motion of a slow
+            camera, at 4x the cells to match.
     """
 
     def __init__(self, variant: Variant = "lite0", pretrained: bool = True, spatial: bool = False,
-                 drop_connect_rate: float = 0.2) -> None:
+                 drop_connect_rate: float = 0.2, matching_stride: int = 16) -> None:
         super().__init__()
         if variant not in ("lite0", "lite1", "lite2"):
             raise ValueError(f"unknown EfficientNet variant {variant!r}; choose lite0, lite1 or lite2")
+        if matching_stride not in (8, 16):
+            raise ValueError(f"matching_stride must be 8 or 16, got {matching_stride}")
         net = build_efficientnet_lite(variant, pretrained, drop_connect_rate)
         net._fc = net._dropout = None  # classifier head unused: features only (and no parameter without a gradient)
         self.net = net
-        self.variant, self.pretrained, self.spatial = variant, pretrained, spatial
+        self.variant, self.pretrained, self.spatial, self.matching_stride = variant, pretrained, spatial, matching_stride
         self.out_dim = net._bn1.num_features
-        # the last block at stride 16: the one before the first block that downsamples to stride 32
+        # the last block at the matching stride: the one before the first block that downsamples below it
+        # (to stride 32 for 16, to 16 for 8)
         strides = [b._block_args.stride for b in net._blocks]
         down = [i for i, st in enumerate(strides) if (st[0] if isinstance(st, (list, tuple)) else st) > 1]
-        self._stride16_block = down[-1] - 1
-        self._stride16_channels = net._blocks[self._stride16_block]._block_args.output_filters
+        self._matching_block = down[-1 if matching_stride == 16 else -2] - 1
+        self._matching_channels = net._blocks[self._matching_block]._block_args.output_filters
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         # x_tf = (x * std + mean - tf_mean) / tf_std = x * scale + shift; constants, not state-dict entries
         self.register_buffer("scale", (std / torch.tensor(TF_STD)).view(1, 3, 1, 1), persistent=False)
@@ -103,14 +109,14 @@ class EfficientNetLiteEncoder(Encoder):
     @property
     def matching_channels(self) -> int:
         """Channels of `appearance_and_matching`'s feature map."""
-        return self._stride16_channels
+        return self._matching_channels
 
     def appearance_and_matching(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 3, H, W) -> the pooled last features (B, 1280) and the feature map at stride 16, (B, C16, H/16, W/16)
-        (the last block before the final downsampling; 112 channels in Lite0): what FrameEncoder's
-        `motion: correlation` matches between frames. Mid-level features locate things twice as finely as the
+        """(B, 3, H, W) -> the pooled last features (B, 1280) and the feature map at `matching_stride`,
+        (B, C, H/s, W/s) (the last block at that stride; 112 channels in Lite0 at 16): what FrameEncoder's
+        `motion: correlation` matches between frames. Mid-level features locate things more finely than the
         last 7 x 7 map and still match the same object across frames."""
-        last, mid = self._features(x, self._stride16_block)
+        last, mid = self._features(x, self._matching_block)
         return last.mean(dim=(2, 3)), mid
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:

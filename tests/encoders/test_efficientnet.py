@@ -24,6 +24,17 @@ def test_other_variants_build_with_the_same_width(variant):
     assert enc(torch.randn(1, 3, 64, 64)).seq.shape == (1, 1, enc.out_dim)
 
 
+@pytest.mark.parametrize("stride, channels", [(16, 112), (8, 40)])
+def test_matching_map_at_the_asked_stride(stride, channels):
+    enc = EfficientNetLiteEncoder(pretrained=False, matching_stride=stride).eval()
+    x = torch.randn(2, 3, 96, 96)
+    pooled, grid = enc.appearance_and_matching(x)
+    assert grid.shape == (2, channels, 96 // stride, 96 // stride) and enc.matching_channels == channels
+    torch.testing.assert_close(pooled, enc(x).seq[:, 0])  # the appearance is the pooled last map either way
+    with pytest.raises(ValueError, match="8 or 16"):
+        EfficientNetLiteEncoder(pretrained=False, matching_stride=32)
+
+
 def test_every_parameter_gets_a_gradient_when_not_frozen():
     enc = EfficientNetLiteEncoder(pretrained=False, spatial=True, drop_connect_rate=0.0).train()
     enc(torch.randn(2, 3, 64, 64)).seq.square().mean().backward()
