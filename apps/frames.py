@@ -42,23 +42,34 @@ def frame_errors(pred: Tensor, truth: Tensor, last_input: Tensor) -> dict[str, T
 
 class FrameErrors(Metric):
     """`frame_errors` averaged over all sequences, plus `mse_vs_blank` = mse / mse_blank (below 1: the model beats
-    predicting empty frames; copying the last input frame is the other baseline)."""
+    predicting empty frames; copying the last input frame is the other baseline). With `output_frames`, also the
+    MSE of each rollout step, `mse_step01` ..., how errors compound as the forecast feeds on its own frames."""
 
     full_state_update = False
 
-    def __init__(self) -> None:
+    def __init__(self, output_frames: int | None = None) -> None:
         super().__init__()
         for name in _PER_FRAME:
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.output_frames = output_frames
+        if output_frames:
+            self.add_state("mse_steps", default=torch.zeros(output_frames, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor, last_input: Tensor) -> None:
         for name, values in frame_errors(preds, target, last_input).items():
             setattr(self, name, getattr(self, name) + values.double().sum())
+        if self.output_frames:
+            if preds.shape[1] != self.output_frames:
+                raise ValueError(f"FrameErrors(output_frames={self.output_frames}) got {preds.shape[1]} predicted frames")
+            self.mse_steps += ((preds - target) ** 2).flatten(2).sum(-1).double().sum(0)  # (T,) summed over sequences
         self.count += preds.shape[0]
 
     def compute(self) -> dict[str, Tensor]:
         values = {name: (getattr(self, name) / self.count.clamp(min=1)).float() for name in _PER_FRAME}
+        if self.output_frames:
+            steps = (self.mse_steps / self.count.clamp(min=1)).float()
+            values |= {f"mse_step{t + 1:02d}": steps[t] for t in range(self.output_frames)}
         return values | {"mse_vs_blank": values["mse"] / values["mse_blank"].clamp(min=1e-8)}
 
 
@@ -165,7 +176,8 @@ class FramePredictionTask(SequenceTask):
             sampling_probability(0.0, *self.reverse_schedule)
 
     def build_metrics(self, stage: Stage) -> dict[str, Metric]:
-        return {"frames": FrameErrors()}
+        # the error of each rollout step at test (`rnnsuite test --metrics_json`), not in every validation's log
+        return {"frames": FrameErrors(self.output_frames if stage == "test" else None)}
 
     def split(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, C, H, W) -> observed (B, input_frames, ...), future (B, output_frames, ...)."""

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from apps.cli import main
-from apps.frames import FramePredictionTask, frame_errors
+from apps.frames import FrameErrors, FramePredictionTask, frame_errors
 from datamodules.frames import FrameBatch
 from decoders.convlstm import ConvLSTMForecaster
 from tests.conftest import CONFIGS, TINY_DATA, TINY_TRAINER, cli_error, run_cli
@@ -38,6 +38,24 @@ def test_frame_errors_follow_the_per_frame_sum_convention():
     torch.testing.assert_close(scores["mse_copy_last"], torch.full((2,), 256 * 0.25))
     torch.testing.assert_close(frame_errors(torch.zeros_like(truth), truth, last)["mae"], torch.full((2,), 128.0))
     assert torch.allclose(scores["ssim"], torch.ones(2))
+
+
+def test_per_step_errors_are_each_rollout_steps_mse_and_average_to_the_mse():
+    truth = torch.zeros(4, 3, 1, 8, 8)
+    pred = truth.clone()
+    pred[:, 1] = 0.5  # only the second forecast frame is wrong: 64 pixels x 0.25
+    pred[:2, 2] = 1.0  # the third, in half the sequences: 64 x 1, averaged over 4 sequences
+    metric = FrameErrors(output_frames=3)
+    metric.update(pred[:2], truth[:2], truth[:2, -1])  # two batches, as an epoch has
+    metric.update(pred[2:], truth[2:], truth[2:, -1])
+    values = metric.compute()
+    torch.testing.assert_close(torch.stack([values[f"mse_step0{t}"] for t in (1, 2, 3)]), torch.tensor([0.0, 16.0, 32.0]))
+    torch.testing.assert_close(values["mse"], torch.tensor(16.0))  # the mean over steps
+    plain = FrameErrors()  # validation's: no per-step values
+    plain.update(pred, truth, truth[:, -1])
+    assert not any(k.startswith("mse_step") for k in plain.compute())
+    with pytest.raises(ValueError, match="output_frames=3"):
+        metric.update(pred[:, :2], truth[:, :2], truth[:, -1])
 
 
 def test_evaluation_reads_no_future_frames():
@@ -162,6 +180,8 @@ def test_cli_fit_test_and_predict_writes_this_models_frames(trained, tmp_path, c
             "--trainer.default_root_dir", str(tmp_path))
     metrics = json.loads(metrics_path.read_text())
     assert {"test/mse", "test/mae", "test/ssim", "test/psnr", "test/mse_copy_last", "test/mse_blank"} <= set(metrics)
+    steps = [metrics[f"test/mse_step{t:02d}"] for t in range(1, 11)]  # the error of each of the 10 rollout steps
+    assert abs(sum(steps) / 10 - metrics["test/mse"]) < 1e-3 * metrics["test/mse"]
     assert metrics["test/mse_blank"] < metrics["test/mse_copy_last"]  # two moving digits: blank beats copying
 
     raw = np.random.default_rng(0).integers(0, 256, (20, 3, 64, 64), dtype=np.uint8)
