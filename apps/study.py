@@ -537,10 +537,35 @@ def exposure(size: Size, out: str) -> Result:
     return r
 
 
+from apps.study_tasks import exposure_frames  # noqa: E402 - it builds on the helpers above
+
 EXPERIMENTS: dict[str, Callable[[Size, str], Result]] = {
-    "vanishing": vanishing, "exploding": exploding, "exposure": exposure, "sharing": sharing, "packing": packing,
-    "depth": depth,
+    "vanishing": vanishing, "exploding": exploding, "exposure": exposure, "exposure_frames": exposure_frames,
+    "sharing": sharing, "packing": packing, "depth": depth,
 }
+
+
+def log_to_wandb(out: str, mode: str, results: list[Result], seconds: dict[str, float]) -> str:
+    """Every chart of the report as a wandb image (`study/<experiment>/<chart>`) and each experiment's claim and
+    tables as text, in an offline run under `<out>/wandb` (`wandb sync` uploads it); returns the run folder."""
+    import html
+    import re
+
+    try:
+        import wandb
+    except ImportError:
+        raise SystemExit("--wandb needs the wandb package: pip install wandb (or make install)") from None
+    run = wandb.init(project="rnnsuite", name=f"study-{mode}", dir=out, mode="offline", job_type="study",
+                     config={"mode": mode, "size": asdict(MODES[mode])}, reinit="finish_previous")
+    try:
+        for r in results:
+            charts = re.findall(r"!\[\]\(([^)]+\.png)\)", "\n".join(r.markdown))
+            run.log({f"study/{r.name}/{os.path.splitext(c)[0]}": wandb.Image(os.path.join(out, c)) for c in charts}
+                    | {f"study/{r.name}/report": wandb.Html("<pre>" + html.escape("\n\n".join([r.claim, *r.markdown])) + "</pre>"),
+                       f"study/{r.name}/seconds": seconds[r.name]})
+        return run.dir.removesuffix("/files")
+    finally:
+        run.finish()
 
 
 def write_report(out: str, mode: str, results: list[Result], seconds: dict[str, float]) -> str:
@@ -568,6 +593,7 @@ def main(args: list[str] | None = None) -> str:
     group.add_argument("--full", action="store_const", const="full", dest="mode", help="5 seeds, hidden 64, 4000 steps, lags to 80 (estimated 1.5-2 h on 2 cores)")
     parser.add_argument("--out", default="runs/study", help="folder of REPORT.md, results.json and the charts")
     parser.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), help="run these experiments alone (REPORT.md then holds only them)")
+    parser.add_argument("--wandb", action="store_true", help="also log the charts and tables to Weights & Biases (an offline run under <out>/wandb; `wandb sync` uploads it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these tiny models; numbers reproduce at a fixed count)")
     opts = parser.parse_args(args)
     mode = opts.mode or "default"
@@ -581,6 +607,9 @@ def main(args: list[str] | None = None) -> str:
         print(f"{name}: {seconds[name]:.1f} s", flush=True)
     path = write_report(opts.out, mode, results, seconds)
     print(f"report: {path}")
+    if opts.wandb:
+        folder = log_to_wandb(opts.out, mode, results, seconds)
+        print(f"wandb run: {folder} (upload it with: wandb sync {folder})")
     return path
 
 

@@ -2,6 +2,7 @@
 (the runs are seeded and single-threaded, so the numbers are the same on every run)."""
 import json
 import math
+import os
 import re
 
 import pytest
@@ -48,7 +49,7 @@ def test_report_has_every_experiment_its_rerun_command_and_its_charts(study):
 
 def test_every_number_is_finite_except_a_diverged_run(study):
     _, _, results = study
-    for name in ("vanishing", "exposure", "sharing", "packing", "depth"):
+    for name in ("vanishing", "exposure", "exposure_frames", "sharing", "packing", "depth"):
         values = list(_numbers(results[name]))
         assert values and all(math.isfinite(v) for v in values), name
 
@@ -121,3 +122,35 @@ def test_scheduled_sampling_beats_teacher_forcing_late_in_a_free_rollout(study):
     # teacher forcing is the best one-step predictor, and the worst free-running one
     assert first("teacher forcing") < min(first(s) for s in ("linear", "inverse_sigmoid", "exponential"))
     assert late("teacher forcing") > max(late(s) for s in ("linear", "inverse_sigmoid", "exponential"))
+
+
+def test_exposure_through_the_frames_cli_scores_every_rollout_step_of_every_schedule(study):
+    out, report, results = study
+    from apps.study import SCHEDULES
+    from apps.study_tasks import FRAMES_SIZES
+
+    size = FRAMES_SIZES["quick"]
+    per_step = results["exposure_frames"]["per_step"]
+    assert set(per_step) == set(SCHEDULES)
+    assert all(len(runs) == size.seeds and all(len(r) == size.frames and all(v > 0 for v in r) for r in runs)
+               for runs in per_step.values())
+    assert "rnnsuite fit --config configs/frames.yaml" in report and "--model.sampling_max 0.0" in report
+    for schedule in SCHEDULES:  # each run's own CLI output: its config and final weights
+        run = out / "runs" / "exposure_frames" / f"{schedule.replace(' ', '_')}_seed0"
+        assert (run / "checkpoints" / "last.ckpt").exists() and (run / "metrics.json").exists()
+
+
+def test_wandb_gets_every_chart_of_the_report(tmp_path, capsys):
+    pytest.importorskip("wandb")
+    from tests.wandb_records import history, read_finished_run
+
+    threads = torch.get_num_threads()
+    main(["study", "--quick", "--only", "sharing", "--wandb", "--out", str(tmp_path)])
+    torch.set_num_threads(threads)
+    folder = capsys.readouterr().out.split("wandb run: ")[1].split()[0]
+    (run_file,) = [f for f in os.listdir(folder) if f.endswith(".wandb")]
+    rows = history(read_finished_run(os.path.join(folder, run_file)))
+    logged = {k: json.loads(v) for row in rows for k, v in row.items()}  # media come as nested keys: <key>/_type ...
+    charts = re.findall(r"!\[\]\(([^)]+)\.png\)", (tmp_path / "REPORT.md").read_text())
+    assert charts and all(logged[f"study/sharing/{c}/_type"] == "image-file" for c in charts)
+    assert logged["study/sharing/report/_type"] == "html-file" and logged["study/sharing/seconds"] > 0
